@@ -1,0 +1,26 @@
+"""Self-DETR temporal action detection for the Hugging Face stack."""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_self_detr import SelfDetrConfig
+from .modeling_self_detr import (
+    SelfDetrActionDetectionOutput,
+    SelfDetrForActionDetection,
+    SelfDetrModel,
+    SelfDetrModelOutput,
+    SelfDetrPreTrainedModel,
+)
+
+AutoConfig.register(SelfDetrConfig.model_type, SelfDetrConfig, exist_ok=True)
+AutoModel.register(SelfDetrConfig, SelfDetrModel, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SelfDetrActionDetectionOutput",
+    "SelfDetrConfig",
+    "SelfDetrForActionDetection",
+    "SelfDetrModel",
+    "SelfDetrModelOutput",
+    "SelfDetrPreTrainedModel",
+]

@@ -1,0 +1,701 @@
+"""Self-DETR: a DAB-DETR-style encoder-decoder over video feature sequences whose
+self-attention is supervised by guidance maps from its cross-attention
+(Kim, Lee, Heo, "Self-Feedback DETR for Temporal Action Detection", ICCV 2023).
+
+Layout: batch first everywhere. B batch, T time steps, C input channels, d hidden size,
+h heads, Nq queries. Segments are normalised ``(center, width)`` of the input window.
+"""
+
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_self_detr import SelfDetrConfig
+from .losses import SelfDetrLoss
+from .segment_ops import inverse_sigmoid
+
+
+@dataclass
+class SelfDetrModelOutput(ModelOutput):
+    r"""Outputs of [`SelfDetrModel`].
+
+    Args:
+        last_hidden_state (`(B, Nq, d)`): final decoder output after the decoder LayerNorm.
+        intermediate_hidden_states (`(L_d, B, Nq, d)`): every decoder layer's normalised
+            output, the input of the prediction heads.
+        reference_points (`(L_d, B, Nq, 2)`): the (center, width) reference that entered
+            each decoder layer, sigmoid space.
+        encoder_last_hidden_state (`(B, T, d)`): the encoder memory.
+        encoder_hidden_states / decoder_hidden_states: per-layer outputs when
+            `output_hidden_states=True` (input embedding first).
+        encoder_attentions (L_e x `(B, T, T)`), decoder_attentions (L_d x `(B, Nq, Nq)`),
+        cross_attentions (L_d x `(B, Nq, T)`): head-averaged attention probabilities.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    intermediate_hidden_states: torch.FloatTensor | None = None
+    reference_points: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SelfDetrActionDetectionOutput(ModelOutput):
+    r"""Outputs of [`SelfDetrForActionDetection`].
+
+    Args:
+        loss (scalar): Eq. 9, when `labels` are given.
+        loss_dict (`dict[str, Tensor]`): every unweighted term (`loss_focal`, `loss_l1`,
+            `loss_tiou`, their auxiliary copies `_0`.., `loss_encoder_feedback`,
+            `loss_decoder_feedback`).
+        logits (`(B, Nq, K)`): sigmoid classification logits of the last decoder layer.
+        pred_segments (`(B, Nq, 2)`): normalised (center, width) of the last layer.
+        auxiliary_outputs (`list[dict]`): `logits` and `pred_segments` of the other layers.
+        The remaining fields are those of [`SelfDetrModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.FloatTensor | None = None
+    pred_segments: torch.FloatTensor | None = None
+    auxiliary_outputs: list[dict] | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    intermediate_hidden_states: torch.FloatTensor | None = None
+    reference_points: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def sine_embedding(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Interleaved sine/cosine embedding of scalar positions (already scaled to radians).
+
+    ``dim_i = temperature^(2 floor(i/2) / dim)``; output ``[sin(p/dim_0), cos(p/dim_1), ...]``.
+
+    Args:
+        positions: ``(...)`` float.
+
+    Returns:
+        ``(..., dim)``.
+    """
+    index = torch.arange(dim, dtype=torch.float32, device=positions.device)
+    frequencies = temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / dim)
+    angles = positions.float()[..., None] / frequencies  # (..., dim)
+    return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def temporal_position_embedding(valid: torch.Tensor, dim: int) -> torch.Tensor:
+    """Normalised sine embedding of the valid time steps (spec 1.2).
+
+    ``p_t = cumsum(valid)_t / (number of valid steps + 1e-6) * 2 pi``.
+
+    Args:
+        valid: ``(B, T)`` bool, True = valid step.
+
+    Returns:
+        ``(B, T, dim)`` float32.
+    """
+    steps = valid.cumsum(dim=1, dtype=torch.float32)
+    positions = steps / (steps[:, -1:] + 1e-6) * (2 * math.pi)
+    return sine_embedding(positions, dim)
+
+
+def masked_group_norm(
+    features: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm
+) -> torch.Tensor:
+    """GroupNorm over (channels in a group) x (valid time steps) with `norm`'s affine.
+
+    Equal to ``nn.GroupNorm`` on ``(B, d, T)`` when every step is valid; padded steps do
+    not enter the statistics, so padding leaves valid outputs unchanged.
+
+    Args:
+        features: ``(B, T, d)``; valid: ``(B, T)`` bool.
+
+    Returns:
+        ``(B, T, d)``.
+    """
+    batch, steps, channels = features.shape
+    groups = norm.num_groups
+    grouped = features.view(batch, steps, groups, channels // groups)
+    weight = valid.to(features.dtype)[:, :, None, None]  # (B, T, 1, 1)
+    count = weight.sum(dim=1, keepdim=True) * (channels // groups)  # (B, 1, 1, 1)
+    mean = (grouped * weight).sum(dim=(1, 3), keepdim=True) / count
+    centred = grouped - mean
+    variance = (centred.square() * weight).sum(dim=(1, 3), keepdim=True) / count
+    normalised = (centred * torch.rsqrt(variance + norm.eps)).view(batch, steps, channels)
+    return normalised * norm.weight + norm.bias
+
+
+def multi_head_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_valid: torch.Tensor | None,
+    dropout: float,
+    need_weights: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over split heads, scale ``head_dim^-0.5``.
+
+    With ``need_weights`` the softmax is materialised and its head average returned
+    (probabilities before dropout); otherwise the fused kernel is used.
+
+    Args:
+        query: ``(B, h, L, E)``; key: ``(B, h, S, E)``; value: ``(B, h, S, Ev)``.
+        key_valid: ``(B, S)`` bool, True = key may be attended; None = all.
+        dropout: attention dropout probability (0 in eval mode).
+
+    Returns:
+        ``(B, L, h * Ev)`` merged heads, and ``(B, L, S)`` head-averaged map or None.
+    """
+    batch, heads, length, _ = query.shape
+    mask = None if key_valid is None else key_valid[:, None, None, :]  # (B, 1, 1, S)
+    if not need_weights:
+        output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+        return output.transpose(1, 2).reshape(batch, length, -1), None
+    scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)  # (B, h, L, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probabilities = scores.float().softmax(dim=-1)
+    attention_map = probabilities.mean(dim=1)  # (B, L, S)
+    probabilities = F.dropout(probabilities.to(value.dtype), p=dropout)
+    output = (probabilities @ value).transpose(1, 2).reshape(batch, length, -1)
+    return output, attention_map
+
+
+def split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, L, h * e)`` -> ``(B, h, L, e)``."""
+    batch, length, _ = tensor.shape
+    return tensor.view(batch, length, heads, -1).transpose(1, 2)
+
+
+class SelfDetrMLP(nn.Module):
+    """Linear layers with ReLU between them (the reference's MLP)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip(dims, dims[1:] + [output_dim])
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden)
+            if index < len(self.layers) - 1:
+                hidden = F.relu(hidden)
+        return hidden
+
+
+def build_activation(name: str) -> nn.Module:
+    """``prelu`` (one learned slope), ``relu`` or ``gelu`` as a module."""
+    return {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
+
+
+class SelfDetrFeedForward(nn.Module):
+    """``fc2(dropout(act(fc1(x))))``, residual, dropout, LayerNorm (post-norm)."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.ffn_dim)
+        self.activation = build_activation(config.activation_function)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+        self.dropout = config.dropout
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        update = F.dropout(self.activation(self.fc1(hidden)), self.dropout, self.training)
+        update = F.dropout(self.fc2(update), self.dropout, self.training)
+        return self.final_layer_norm(hidden + update)
+
+
+class SelfDetrEncoderSelfAttention(nn.Module):
+    """Standard multi-head self-attention with a packed ``in_proj`` (q, k, v)."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        d = config.d_model
+        self.num_heads = config.num_attention_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        self.dropout = config.dropout
+
+    def forward(
+        self, hidden: torch.Tensor, query_key: torch.Tensor, valid: torch.Tensor | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden: ``(B, T, d)`` values' input; query_key: ``(B, T, d)`` = hidden + scaled pos."""
+        d = hidden.shape[-1]
+        query, key = F.linear(query_key, self.in_proj_weight[: 2 * d], self.in_proj_bias[: 2 * d]).chunk(2, -1)
+        value = F.linear(hidden, self.in_proj_weight[2 * d :], self.in_proj_bias[2 * d :])
+        heads = self.num_heads
+        output, attention_map = multi_head_attention(
+            split_heads(query, heads), split_heads(key, heads), split_heads(value, heads), valid,
+            self.dropout if self.training else 0.0, need_weights,
+        )  # fmt: skip
+        return self.out_proj(output), attention_map
+
+
+class SelfDetrEncoderLayer(nn.Module):
+    """Post-norm encoder layer: ``q = k = x + pos``, ``v = x`` (spec 1.3)."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        self.self_attn = SelfDetrEncoderSelfAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward = SelfDetrFeedForward(config)
+        self.dropout = config.dropout
+
+    def forward(
+        self, hidden: torch.Tensor, position: torch.Tensor, valid: torch.Tensor | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        update, attention_map = self.self_attn(hidden, hidden + position, valid, need_weights)
+        hidden = self.self_attn_layer_norm(hidden + F.dropout(update, self.dropout, self.training))
+        return self.feed_forward(hidden), attention_map
+
+
+class SelfDetrDecoderSelfAttention(nn.Module):
+    """Decoder self-attention with separate content and position projections and no
+    input projection of its own: ``q = Wq_c(tgt) + Wq_p(pos)``, ``k = Wk_c(tgt) + Wk_p(pos)``."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        d = config.d_model
+        self.q_content_proj = nn.Linear(d, d)
+        self.q_pos_proj = nn.Linear(d, d)
+        self.k_content_proj = nn.Linear(d, d)
+        self.k_pos_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+        self.num_heads = config.num_attention_heads
+        self.dropout = config.dropout
+
+    def forward(
+        self, hidden: torch.Tensor, query_pos: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden, query_pos: ``(B, Nq, d)`` -> ``(B, Nq, d)`` and ``(B, Nq, Nq)``."""
+        heads = self.num_heads
+        query = split_heads(self.q_content_proj(hidden) + self.q_pos_proj(query_pos), heads)
+        key = split_heads(self.k_content_proj(hidden) + self.k_pos_proj(query_pos), heads)
+        value = split_heads(self.v_proj(hidden), heads)
+        output, attention_map = multi_head_attention(
+            query, key, value, None, self.dropout if self.training else 0.0, need_weights
+        )
+        return self.out_proj(output), attention_map
+
+
+class SelfDetrDecoderCrossAttention(nn.Module):
+    """Conditional cross-attention: per head, content and position halves are
+    concatenated, so attention runs in ``2d / h`` dims per head with scale ``(2d/h)^-0.5``.
+
+    The query's positional part (``q_pos_proj``) exists on the first layer only.
+    """
+
+    def __init__(self, config: SelfDetrConfig, is_first: bool):
+        super().__init__()
+        d = config.d_model
+        self.q_content_proj = nn.Linear(d, d)
+        self.q_pos_proj = nn.Linear(d, d) if is_first else None
+        self.k_content_proj = nn.Linear(d, d)
+        self.k_pos_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.q_pos_sine_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+        self.num_heads = config.num_attention_heads
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        query_pos: torch.Tensor,
+        query_sine: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        valid: torch.Tensor | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden, query_pos, query_sine: ``(B, Nq, d)``; memory, memory_pos: ``(B, T, d)``.
+
+        Returns ``(B, Nq, d)`` and the head-averaged ``(B, Nq, T)`` map.
+        """
+        heads = self.num_heads
+        query_content = self.q_content_proj(hidden)
+        key_content = self.k_content_proj(memory)
+        key_pos = self.k_pos_proj(memory_pos)
+        if self.q_pos_proj is not None:
+            query_content = query_content + self.q_pos_proj(query_pos)
+            key_content = key_content + key_pos
+        query = torch.cat(
+            (split_heads(query_content, heads), split_heads(self.q_pos_sine_proj(query_sine), heads)), dim=-1
+        )  # (B, h, Nq, 2d/h)
+        key = torch.cat((split_heads(key_content, heads), split_heads(key_pos, heads)), dim=-1)
+        value = split_heads(self.v_proj(memory), heads)  # (B, h, T, d/h)
+        output, attention_map = multi_head_attention(
+            query, key, value, valid, self.dropout if self.training else 0.0, need_weights
+        )
+        return self.out_proj(output), attention_map
+
+
+class SelfDetrDecoderLayer(nn.Module):
+    """Post-norm decoder layer: self-attention, conditional cross-attention, FFN."""
+
+    def __init__(self, config: SelfDetrConfig, is_first: bool):
+        super().__init__()
+        self.self_attn = SelfDetrDecoderSelfAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.cross_attn = SelfDetrDecoderCrossAttention(config, is_first)
+        self.cross_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward = SelfDetrFeedForward(config)
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        query_pos: torch.Tensor,
+        query_sine: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        valid: torch.Tensor | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        update, self_map = self.self_attn(hidden, query_pos, need_weights)
+        hidden = self.self_attn_layer_norm(hidden + F.dropout(update, self.dropout, self.training))
+        update, cross_map = self.cross_attn(hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights)
+        hidden = self.cross_attn_layer_norm(hidden + F.dropout(update, self.dropout, self.training))
+        return self.feed_forward(hidden), self_map, cross_map
+
+
+class SelfDetrEncoder(nn.Module):
+    """``L_e`` post-norm layers sharing one ``query_scale`` MLP:
+    layer input ``q = k = x + pos * query_scale(x)``. No final norm."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        d = config.d_model
+        self.layers = nn.ModuleList(SelfDetrEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.query_scale = SelfDetrMLP(d, d, d, 2)
+
+    def forward(
+        self, hidden: torch.Tensor, position: torch.Tensor, valid: torch.Tensor | None, need_weights: bool,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, tuple, tuple]:  # fmt: skip
+        attention_maps, hidden_states = (), (hidden,) if output_hidden_states else ()
+        for layer in self.layers:
+            hidden, attention_map = layer(hidden, position * self.query_scale(hidden), valid, need_weights)
+            attention_maps += (attention_map,)
+            if output_hidden_states:
+                hidden_states += (hidden,)
+        return hidden, attention_maps, hidden_states
+
+
+class SelfDetrDecoder(nn.Module):
+    """DAB-DETR-style decoder with 1-D anchors (center, width) refined layer by layer.
+
+    The segment head lives here because the iterative refinement needs it; the detection
+    head reuses the same module for its predictions.
+    """
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        d = config.d_model
+        self.layers = nn.ModuleList(
+            SelfDetrDecoderLayer(config, is_first=index == 0) for index in range(config.decoder_layers)
+        )
+        self.layernorm = nn.LayerNorm(d)
+        self.query_scale = SelfDetrMLP(d, d, d, 2)
+        self.ref_point_head = SelfDetrMLP(2 * d, d, d, 2)
+        self.ref_anchor_head = SelfDetrMLP(d, d, 1, 2)
+        self.segment_head = SelfDetrMLP(d, d, 2, 3)
+
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        valid: torch.Tensor | None,
+        need_weights: bool,
+        output_hidden_states: bool,
+    ) -> dict[str, torch.Tensor | tuple]:
+        """anchors: ``(B, Nq, 2)`` unsigmoided; memory, memory_pos: ``(B, T, d)``."""
+        d = memory.shape[-1]
+        hidden = memory.new_zeros(anchors.shape[0], anchors.shape[1], d)  # content queries start at 0
+        reference = anchors.sigmoid()
+        references = [reference]  # what each layer's prediction is relative to (not detached)
+        intermediate, self_maps, cross_maps, hidden_states = [], (), (), ()
+        for index, layer in enumerate(self.layers):
+            sine = sine_embedding(reference * (2 * math.pi), d).flatten(-2).to(memory.dtype)  # (B, Nq, 2d)
+            query_pos = self.ref_point_head(sine)
+            center_sine = sine[..., :d]
+            if index > 0:
+                center_sine = center_sine * self.query_scale(hidden)
+            width_modulation = self.ref_anchor_head(hidden).sigmoid() / reference[..., 1:]  # (B, Nq, 1)
+            hidden, self_map, cross_map = layer(
+                hidden, query_pos, center_sine * width_modulation, memory, memory_pos, valid, need_weights
+            )
+            self_maps += (self_map,)
+            cross_maps += (cross_map,)
+            if output_hidden_states:
+                hidden_states += (hidden,)
+            intermediate.append(self.layernorm(hidden))
+            if index + 1 < len(self.layers):
+                # Iterative refinement from the un-normalised output; the next layer's
+                # reference is detached, the prediction's is not.
+                refined = (self.segment_head(hidden) + inverse_sigmoid(reference)).sigmoid()
+                references.append(refined)
+                reference = refined.detach()
+        return {
+            "intermediate": torch.stack(intermediate),  # (L_d, B, Nq, d)
+            "references": torch.stack(references),  # (L_d, B, Nq, 2)
+            "self_maps": self_maps,
+            "cross_maps": cross_maps,
+            "hidden_states": hidden_states,
+        }
+
+
+class SelfDetrPreTrainedModel(PreTrainedModel):
+    config: SelfDetrConfig
+    base_model_prefix = "model"
+    main_input_name = "input_features"
+    input_modalities = ("video",)
+    _no_split_modules = ["SelfDetrEncoderLayer", "SelfDetrDecoderLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Spec 1.6: xavier-uniform transformer weights; input projection xavier with zero
+        bias; anchors N(0, 1); segment head with its last layer zero; class bias at the
+        0.01 prior. The heads keep PyTorch's default Linear init otherwise.
+
+        Called on the modules that own parameters, so each case is decided there.
+        """
+        base = self.model if isinstance(self, SelfDetrForActionDetection) else self
+        segment_layers = list(base.decoder.segment_head.layers)
+        if isinstance(module, nn.Linear):
+            if module is getattr(self, "class_head", None):
+                _default_linear_init(module)
+                init.constant_(module.bias, -math.log((1 - 0.01) / 0.01))
+            elif module is segment_layers[-1]:
+                init.zeros_(module.weight)
+                init.zeros_(module.bias)
+            elif any(module is layer for layer in segment_layers):
+                _default_linear_init(module)
+            else:
+                init.xavier_uniform_(module.weight)
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, SelfDetrEncoderSelfAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+            init.zeros_(module.out_proj.bias)
+        elif isinstance(module, nn.Conv1d):
+            init.xavier_uniform_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.PReLU):
+            init.constant_(module.weight, 0.25)
+
+
+def _default_linear_init(linear: nn.Linear) -> None:
+    """PyTorch's own ``nn.Linear`` initialisation."""
+    init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(linear.in_features)
+    init.uniform_(linear.bias, -bound, bound)
+
+
+def _check_inputs(
+    input_features: torch.Tensor, attention_mask: torch.Tensor | None, feature_dim: int
+) -> torch.Tensor:
+    """Validate shapes and return the ``(B, T)`` bool validity mask."""
+    if input_features.dim() != 3 or input_features.shape[-1] != feature_dim:
+        hint = " (channels last: transpose a (B, C, T) tensor)" if (
+            input_features.dim() == 3 and input_features.shape[1] == feature_dim
+        ) else ""  # fmt: skip
+        raise ValueError(
+            f"input_features must have shape (batch, time, {feature_dim}) for this config "
+            f"(feature_dim={feature_dim}); got {tuple(input_features.shape)}{hint}"
+        )
+    if attention_mask is None:
+        return torch.ones(input_features.shape[:2], dtype=torch.bool, device=input_features.device)
+    if attention_mask.shape != input_features.shape[:2]:
+        raise ValueError(
+            f"attention_mask must have shape {tuple(input_features.shape[:2])} (batch, time); "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    valid = attention_mask.bool()
+    empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"attention_mask marks no valid time step for batch sample(s) {empty}")
+    return valid
+
+
+class SelfDetrModel(SelfDetrPreTrainedModel):
+    """The bare Self-DETR encoder-decoder: input projection, sine positions, encoder,
+    anchor-refining decoder. Returns hidden states, references and attention maps."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__(config)
+        self.input_projection = nn.Conv1d(config.feature_dim, config.d_model, kernel_size=1)
+        self.input_norm = nn.GroupNorm(config.input_norm_groups, config.d_model)
+        self.encoder = SelfDetrEncoder(config)
+        self.decoder = SelfDetrDecoder(config)
+        self.query_anchors = nn.Embedding(config.num_queries, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SelfDetrModelOutput:
+        r"""
+        Args:
+            input_features (`(B, T, C)` float): pre-extracted feature sequence.
+            attention_mask (`(B, T)`, optional): 1 = valid step, 0 = padding.
+            output_attentions (`bool`): return the head-averaged attention maps. They are
+                computed explicitly, whatever the attention backend; without them a fused
+                kernel (sdpa) runs and no map is materialised.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        valid = _check_inputs(input_features, attention_mask, self.config.feature_dim)
+        key_valid = None if bool(valid.all()) else valid
+        need_weights = bool(output_attentions) or self.config._attn_implementation == "eager"
+
+        projection = self.input_projection
+        hidden = F.linear(input_features, projection.weight.squeeze(-1), projection.bias)  # (B, T, d)
+        hidden = masked_group_norm(hidden, valid, self.input_norm)
+        position = temporal_position_embedding(valid, self.config.d_model).to(hidden.dtype)  # (B, T, d)
+
+        memory, encoder_maps, encoder_states = self.encoder(
+            hidden, position, key_valid, need_weights, bool(output_hidden_states)
+        )
+        anchors = self.query_anchors.weight.unsqueeze(0).expand(input_features.shape[0], -1, -1)
+        decoded = self.decoder(anchors, memory, position, key_valid, need_weights, bool(output_hidden_states))
+
+        keep_maps = bool(output_attentions)
+        return SelfDetrModelOutput(
+            last_hidden_state=decoded["intermediate"][-1],
+            intermediate_hidden_states=decoded["intermediate"],
+            reference_points=decoded["references"],
+            encoder_last_hidden_state=memory,
+            encoder_hidden_states=encoder_states or None,
+            decoder_hidden_states=decoded["hidden_states"] or None,
+            encoder_attentions=encoder_maps if keep_maps else None,
+            decoder_attentions=decoded["self_maps"] if keep_maps else None,
+            cross_attentions=decoded["cross_maps"] if keep_maps else None,
+        )
+
+
+class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
+    """Self-DETR with its class and segment heads: detects action instances
+    (class, normalised center and width) in a window of video features."""
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__(config)
+        self.model = SelfDetrModel(config)
+        self.class_head = nn.Linear(config.d_model, config.num_labels)
+        self.criterion = SelfDetrLoss(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: list[dict[str, torch.Tensor]] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SelfDetrActionDetectionOutput:
+        r"""
+        Args:
+            input_features (`(B, T, C)` float): pre-extracted feature sequence.
+            attention_mask (`(B, T)`, optional): 1 = valid step, 0 = padding.
+            labels (`list[dict]`, optional): one dict per sample with `class_labels`
+                `(n,)` int64 and `segments` `(n, 2)` normalised (center, width); n may be 0.
+            output_attentions (`bool`): return the head-averaged attention maps. The maps the
+                self-feedback loss needs are always computed when `labels` are given.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+        >>> model = SelfDetrForActionDetection(SelfDetrConfig()).eval()
+        >>> outputs = model(input_features=torch.randn(1, 128, 2048))
+        >>> outputs.logits.shape, outputs.pred_segments.shape
+        (torch.Size([1, 40, 20]), torch.Size([1, 40, 2]))
+        ```
+        """
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        needs_maps = labels is not None and (config.encoder_feedback or config.decoder_feedback)
+        outputs = self.model(
+            input_features,
+            attention_mask=attention_mask,
+            output_attentions=bool(output_attentions) or needs_maps,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.intermediate_hidden_states  # (L_d, B, Nq, d)
+        logits = self.class_head(hidden)  # (L_d, B, Nq, K)
+        segment_offsets = self.model.decoder.segment_head(hidden)  # (L_d, B, Nq, 2)
+        pred_segments = (segment_offsets + inverse_sigmoid(outputs.reference_points)).sigmoid()
+        auxiliary_outputs = [
+            {"logits": layer_logits, "pred_segments": layer_segments}
+            for layer_logits, layer_segments in zip(logits[:-1], pred_segments[:-1])
+        ]
+
+        loss = loss_dict = None
+        if labels is not None:
+            loss, loss_dict = self.criterion(
+                logits[-1],
+                pred_segments[-1],
+                labels,
+                auxiliary_outputs=auxiliary_outputs,
+                encoder_attentions=outputs.encoder_attentions,
+                decoder_attentions=outputs.decoder_attentions,
+                cross_attentions=outputs.cross_attentions,
+                attention_mask=attention_mask,
+            )
+        return SelfDetrActionDetectionOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=logits[-1],
+            pred_segments=pred_segments[-1],
+            auxiliary_outputs=auxiliary_outputs,
+            last_hidden_state=outputs.last_hidden_state,
+            intermediate_hidden_states=hidden,
+            reference_points=outputs.reference_points,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+
+
+__all__ = ["SelfDetrPreTrainedModel", "SelfDetrModel", "SelfDetrForActionDetection"]
