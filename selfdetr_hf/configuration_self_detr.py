@@ -110,6 +110,8 @@ class SelfDetrConfig(PreTrainedConfig):
         if self.id2label is None and "num_labels" not in kwargs:
             self.id2label = dict(enumerate(THUMOS14_CLASSES))
         super().__post_init__(**kwargs)
+        if self.label2id is None:
+            self.label2id = {name: index for index, name in self.id2label.items()}
         self._check_values()
 
     def _check_values(self) -> None:
@@ -122,8 +124,7 @@ class SelfDetrConfig(PreTrainedConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"SelfDetrConfig.{name} must be one of {', '.join(allowed)}; "
-                    f"got {getattr(self, name)!r}"
+                    f"SelfDetrConfig.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
         positive = ("feature_dim", "d_model", "num_attention_heads", "ffn_dim", "encoder_layers",
                     "decoder_layers", "num_queries", "input_norm_groups")  # fmt: skip
@@ -138,8 +139,7 @@ class SelfDetrConfig(PreTrainedConfig):
             )
         if self.d_model % self.input_norm_groups:
             raise ValueError(
-                f"SelfDetrConfig.input_norm_groups ({self.input_norm_groups}) must divide "
-                f"d_model ({self.d_model})"
+                f"SelfDetrConfig.input_norm_groups ({self.input_norm_groups}) must divide d_model ({self.d_model})"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SelfDetrConfig.dropout must lie in [0, 1); got {self.dropout!r}")

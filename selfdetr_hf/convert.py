@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import pickle
 import re
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def load_original_checkpoint(path: str | Path) -> dict:
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
         raise CheckpointConversionError(
             f"{path}: refused or unreadable with weights_only=True (allowed pickled classes: "
             f"argparse.Namespace, easydict.EasyDict): {str(error).splitlines()[-1] if str(error) else error!r}"
@@ -102,9 +103,7 @@ def rename_original_key(name: str) -> str:
     raise CheckpointConversionError(f"unexpected tensor in original checkpoint: {name}")
 
 
-def infer_config(
-    state: dict[str, torch.Tensor], hyperparameters: dict | None = None, **overrides
-) -> SelfDetrConfig:
+def infer_config(state: dict[str, torch.Tensor], hyperparameters: dict | None = None, **overrides) -> SelfDetrConfig:
     """Build a `SelfDetrConfig` from tensor shapes (layers, queries, classes, FFN size,
     feature and hidden size) plus what shapes cannot tell (heads, dropout) from the
     checkpoint's recorded hyper-parameters (``cfg``/``args`` entries ``nheads``, ``dropout``)."""

@@ -57,9 +57,7 @@ def check_labels(labels: Sequence[dict[str, torch.Tensor]], batch_size: int, num
                 f"{len(classes)}; got {tuple(segments.shape)}"
             )
         if len(classes) and (classes.min() < 0 or classes.max() >= num_labels):
-            raise ValueError(
-                f"labels[{index}]['class_labels'] holds {classes.tolist()}, outside 0..{num_labels - 1}"
-            )
+            raise ValueError(f"labels[{index}]['class_labels'] holds {classes.tolist()}, outside 0..{num_labels - 1}")
         if not torch.isfinite(segments).all():
             raise ValueError(f"labels[{index}]['segments'] holds NaN or Inf")
 
@@ -185,8 +183,6 @@ class SelfDetrLoss:
             for index, auxiliary in enumerate(auxiliary_outputs or ()):
                 terms = self.detection_losses(auxiliary["logits"], auxiliary["pred_segments"], labels, num_segments)
                 loss_dict.update({f"{name}_{index}": value for name, value in terms.items()})
-        loss_dict.update(
-            self.feedback_losses(encoder_attentions, decoder_attentions, cross_attentions, attention_mask)
-        )
+        loss_dict.update(self.feedback_losses(encoder_attentions, decoder_attentions, cross_attentions, attention_mask))
         loss = sum(self.weight(name) * value for name, value in loss_dict.items())
         return loss, loss_dict

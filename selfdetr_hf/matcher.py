@@ -79,7 +79,5 @@ class HungarianMatcher:
         matches = []
         for sample, sample_cost in enumerate(cost.split(sizes, dim=-1)):
             queries, targets = linear_sum_assignment(sample_cost[sample].numpy())
-            matches.append(
-                (torch.as_tensor(queries, dtype=torch.int64), torch.as_tensor(targets, dtype=torch.int64))
-            )
+            matches.append((torch.as_tensor(queries, dtype=torch.int64), torch.as_tensor(targets, dtype=torch.int64)))
         return matches

@@ -47,8 +47,7 @@ def segment_iou(segments1: torch.Tensor, segments2: torch.Tensor) -> torch.Tenso
 def paired_segment_iou(segments1: torch.Tensor, segments2: torch.Tensor) -> torch.Tensor:
     """Element-wise temporal IoU of ``(..., 2)`` (start, end) pairs -> ``(...)``."""
     inter = (
-        torch.minimum(segments1[..., 1], segments2[..., 1])
-        - torch.maximum(segments1[..., 0], segments2[..., 0])
+        torch.minimum(segments1[..., 1], segments2[..., 1]) - torch.maximum(segments1[..., 0], segments2[..., 0])
     ).clamp(min=0)
     union = segment_length(segments1) + segment_length(segments2) - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)

@@ -1,0 +1,122 @@
+"""Training-step and inference speed at the THUMOS14 shape, against a matmul yardstick.
+
+Measures in one run, on this machine, interleaving the variants so that load changes hit
+all of them alike:
+- a 2048x2048 float32 matrix product (the yardstick FLOP rate);
+- a training step (forward, Hungarian matching, all losses, backward, AdamW) of the
+  default config at batch 16 x 128 steps x 2048 channels, with and without self-feedback;
+- inference with and without attention maps.
+
+Prints each median time, the FLOPs of a step (torch.utils.flop_counter) and the achieved
+FLOP rate as a fraction of the yardstick's. Targets: training step >= 60% of the
+yardstick; self-feedback adds <= 10% to a step; inference without maps no slower than
+with them.
+
+    python benchmarks/train_step.py [--repeats 7] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+
+BATCH, STEPS = 16, 128
+
+
+def make_batch(config: SelfDetrConfig, generator: torch.Generator):
+    features = torch.randn(BATCH, STEPS, config.feature_dim, generator=generator)
+    labels = []
+    for _ in range(BATCH):
+        count = int(torch.randint(1, 6, (1,), generator=generator))
+        centers = torch.rand(count, generator=generator) * 0.8 + 0.1
+        widths = torch.rand(count, generator=generator) * 0.15 + 0.02
+        classes = torch.randint(0, config.num_labels, (count,), generator=generator)
+        labels.append({"class_labels": classes, "segments": torch.stack((centers, widths), -1)})
+    return features, labels
+
+
+def training_step(model, optimizer, features, labels):
+    optimizer.zero_grad(set_to_none=True)
+    loss = model(input_features=features, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+    optimizer.step()
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    generator = torch.Generator().manual_seed(0)
+    models = {}
+    for name, feedback in (("with feedback", True), ("without feedback", False)):
+        torch.manual_seed(0)
+        config = SelfDetrConfig(encoder_feedback=feedback, decoder_feedback=feedback)
+        model = SelfDetrForActionDetection(config).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4, fused=True)
+        models[name] = (model, optimizer)
+    features, labels = make_batch(models["with feedback"][0].config, generator)
+    inference_model = SelfDetrForActionDetection(SelfDetrConfig()).eval()
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+
+    with FlopCounterMode(display=False) as counter:
+        training_step(*models["with feedback"], features, labels)
+    step_flops = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        training_step(*models["without feedback"], features, labels)
+    step_flops_plain = counter.get_total_flops()
+
+    def infer(maps: bool):
+        with torch.no_grad():
+            inference_model(input_features=features, output_attentions=maps)
+
+    variants = {
+        "matmul 2048^3 (yardstick)": lambda: a @ b,
+        "train step, with feedback": lambda: training_step(*models["with feedback"], features, labels),
+        "train step, without feedback": lambda: training_step(*models["without feedback"], features, labels),
+        "inference, with maps": lambda: infer(True),
+        "inference, without maps": lambda: infer(False),
+    }
+    for function in variants.values():  # warm-up
+        function()
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, function in variants.items():
+            times[name].append(timed(function))
+    median = {name: statistics.median(values) for name, values in times.items()}
+
+    yardstick_rate = 2 * 2048**3 / median["matmul 2048^3 (yardstick)"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH} x {STEPS} x 2048, "
+          f"median of {args.repeats}")  # fmt: skip
+    for name, value in median.items():
+        print(f"  {name:32s} {value * 1000:9.1f} ms")
+    print(f"  yardstick rate                   {yardstick_rate / 1e9:9.1f} GFLOP/s")
+    rate = step_flops / median["train step, with feedback"]
+    rate_plain = step_flops_plain / median["train step, without feedback"]
+    print(f"step FLOPs: {step_flops / 1e9:.2f} G with feedback, {step_flops_plain / 1e9:.2f} G without")
+    print(f"train step rate / yardstick, with feedback:    {rate / yardstick_rate:.2f}  (target >= 0.60)")
+    print(f"train step rate / yardstick, without feedback: {rate_plain / yardstick_rate:.2f}")
+    overhead = median["train step, with feedback"] / median["train step, without feedback"] - 1
+    print(f"self-feedback overhead on a step:              {overhead:+.1%}  (target <= +10%)")
+    ratio = median["inference, without maps"] / median["inference, with maps"]
+    print(f"inference time without maps / with maps:       {ratio:.2f}  (target <= 1.00)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+import torch
+import torch.nn.functional as F
+
+from selfdetr_hf import SelfDetrConfig
+from selfdetr_hf.losses import SelfDetrLoss, sigmoid_focal_loss
+
+
+def test_focal_loss_is_the_reference_mean_times_queries():
+    logits, targets = torch.randn(2, 5, 3), (torch.rand(2, 5, 3) > 0.8).float()
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = (0.25 * targets + 0.75 * (1 - targets)) * ce * (1 - p_t) ** 2
+    reference = loss.mean(1).sum() / 4.0 * 5  # DETR's form: mean over queries, times Nq
+    assert torch.allclose(sigmoid_focal_loss(logits, targets, 4.0, 0.25, 2.0), reference)
+
+
+def test_box_losses_of_perfect_predictions_are_zero():
+    config = SelfDetrConfig(id2label={0: "a"})
+    targets = torch.tensor([[0.3, 0.2]])
+    segments = torch.tensor([[[0.3, 0.2], [0.7, 0.1]]])
+    logits = torch.tensor([[[4.0], [-4.0]]])
+    terms = SelfDetrLoss(config).detection_losses(
+        logits, segments, [{"class_labels": torch.tensor([0]), "segments": targets}], 1.0
+    )
+    assert terms["loss_l1"].item() == 0 and abs(terms["loss_tiou"].item()) < 1e-6
+
+
+def test_losses_are_normalised_by_the_number_of_segments():
+    config = SelfDetrConfig(id2label={0: "a"})
+    segments = torch.tensor([[[0.3, 0.2]]])
+    labels = [{"class_labels": torch.tensor([0]), "segments": torch.tensor([[0.4, 0.2]])}]
+    criterion = SelfDetrLoss(config)
+    one = criterion.detection_losses(torch.zeros(1, 1, 1), segments, labels, 1.0)
+    two = criterion.detection_losses(torch.zeros(1, 1, 1), segments, labels, 2.0)
+    for name in one:
+        assert torch.allclose(one[name], 2 * two[name])

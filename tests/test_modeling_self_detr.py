@@ -1,0 +1,245 @@
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel
+from selfdetr_hf.convert import rename_original_key
+
+
+def make_labels():
+    return [
+        {"class_labels": torch.tensor([0, 2]), "segments": torch.tensor([[0.3, 0.1], [0.7, 0.25]])},
+        {"class_labels": torch.tensor([1]), "segments": torch.tensor([[0.5, 0.4]])},
+    ]
+
+
+def test_default_config_has_the_authors_parameter_count():
+    model = SelfDetrForActionDetection(SelfDetrConfig())
+    assert sum(p.numel() for p in model.parameters()) == 8_100_973
+
+
+def test_parameters_map_one_to_one_onto_the_reference_state_dict(shared_data):
+    reference = {}
+    for line in (shared_data / "reference_state_dict_thumos14.txt").read_text().splitlines():
+        name, shape = re.match(r"(\S+) \((.*)\)", line).groups()
+        reference[name] = tuple(int(size) for size in shape.split(",") if size.strip())
+    ours = {
+        name: tuple(tensor.shape) for name, tensor in SelfDetrForActionDetection(SelfDetrConfig()).state_dict().items()
+    }
+    mapped = {}
+    for name, shape in reference.items():
+        mapped.setdefault(rename_original_key(name), set()).add(shape)
+    assert set(mapped) == set(ours)
+    assert all(shapes == {ours[name]} for name, shapes in mapped.items())
+
+
+def test_output_shapes(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    outputs = model(input_features=torch.randn(2, 20, 32), output_attentions=True)
+    assert outputs.logits.shape == (2, 8, 3)
+    assert outputs.pred_segments.shape == (2, 8, 2)
+    assert ((outputs.pred_segments > 0) & (outputs.pred_segments < 1)).all()
+    assert len(outputs.auxiliary_outputs) == 2
+    assert outputs.last_hidden_state.shape == (2, 8, 64)
+    assert outputs.encoder_last_hidden_state.shape == (2, 20, 64)
+    assert outputs.reference_points.shape == (3, 2, 8, 2)
+    assert [a.shape for a in outputs.encoder_attentions] == [(2, 20, 20)] * 2
+    assert [a.shape for a in outputs.decoder_attentions] == [(2, 8, 8)] * 3
+    assert [a.shape for a in outputs.cross_attentions] == [(2, 8, 20)] * 3
+    assert outputs.loss is None
+
+
+def test_attention_maps_are_probabilities(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    outputs = model(input_features=torch.randn(1, 12, 32), output_attentions=True)
+    for maps in (outputs.encoder_attentions, outputs.decoder_attentions, outputs.cross_attentions):
+        for attention in maps:
+            assert torch.allclose(attention.sum(-1), torch.ones(attention.shape[:-1]), atol=1e-5)
+
+
+def test_return_dict_false_returns_a_tuple(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(1, 10, 32)
+    as_tuple = model(input_features=features, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], model(input_features=features).logits)
+
+
+def test_fused_and_explicit_attention_give_the_same_predictions(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 24, 32)
+    mask = torch.ones(2, 24, dtype=torch.long)
+    mask[1, 17:] = 0
+    fused = model(input_features=features, attention_mask=mask)
+    explicit = model(input_features=features, attention_mask=mask, output_attentions=True)
+    assert fused.cross_attentions is None
+    assert torch.allclose(fused.logits, explicit.logits, atol=1e-5)
+    assert torch.allclose(fused.pred_segments, explicit.pred_segments, atol=1e-6)
+
+
+def test_maps_exist_under_every_attention_backend(tiny_config):
+    for backend in ("sdpa", "eager"):
+        model = SelfDetrForActionDetection(tiny_config).train()
+        model.set_attn_implementation(backend)
+        outputs = model(input_features=torch.randn(2, 16, 32), labels=make_labels())
+        assert len(outputs.cross_attentions) == 3
+        assert outputs.loss_dict["loss_encoder_feedback"] > 0
+
+
+def test_padding_does_not_change_the_valid_outputs(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(1, 15, 32)
+    padded = torch.cat([features, 100 * torch.randn(1, 9, 32)], dim=1)
+    mask = torch.cat([torch.ones(1, 15), torch.zeros(1, 9)], dim=1)
+    alone = model(input_features=features, output_attentions=True)
+    batched = model(input_features=padded, attention_mask=mask, output_attentions=True)
+    assert torch.allclose(alone.logits, batched.logits, atol=1e-5)
+    assert torch.allclose(alone.pred_segments, batched.pred_segments, atol=1e-6)
+    assert torch.allclose(alone.encoder_last_hidden_state, batched.encoder_last_hidden_state[:, :15], atol=1e-5)
+    assert torch.allclose(alone.cross_attentions[-1], batched.cross_attentions[-1][..., :15], atol=1e-6)
+    assert torch.all(batched.cross_attentions[-1][..., 15:] == 0)
+
+
+def test_padding_does_not_change_the_loss(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 15, 32)
+    padded = torch.cat([features, torch.randn(2, 5, 32)], dim=1)
+    mask = torch.cat([torch.ones(2, 15), torch.zeros(2, 5)], dim=1)
+    alone = model(input_features=features, labels=make_labels())
+    batched = model(input_features=padded, attention_mask=mask, labels=make_labels())
+    for name, value in alone.loss_dict.items():
+        assert torch.allclose(value, batched.loss_dict[name], atol=1e-5), name
+
+
+def test_loss_has_every_named_term(tiny_config):
+    outputs = SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 16, 32), labels=make_labels())
+    expected = {"loss_focal", "loss_l1", "loss_tiou", "loss_encoder_feedback", "loss_decoder_feedback"}
+    expected |= {f"{name}_{i}" for name in ("loss_focal", "loss_l1", "loss_tiou") for i in (0, 1)}
+    assert set(outputs.loss_dict) == expected
+    weights = {"loss_focal": 2, "loss_l1": 5, "loss_tiou": 2, "loss_encoder_feedback": 5, "loss_decoder_feedback": 5}
+    total = sum(weights[re.sub(r"_\d$", "", k)] * v for k, v in outputs.loss_dict.items())
+    assert torch.allclose(outputs.loss, total)
+
+
+def test_feedback_switches_remove_their_terms(tiny_config):
+    tiny_config.encoder_feedback = False
+    tiny_config.auxiliary_loss = False
+    outputs = SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 16, 32), labels=make_labels())
+    assert set(outputs.loss_dict) == {"loss_focal", "loss_l1", "loss_tiou", "loss_decoder_feedback"}
+
+
+def test_empty_targets_give_finite_losses(tiny_config):
+    labels = [{"class_labels": torch.zeros(0, dtype=torch.long), "segments": torch.zeros(0, 2)}] * 2
+    outputs = SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 16, 32), labels=labels)
+    assert torch.isfinite(outputs.loss)
+    assert outputs.loss_dict["loss_l1"] == 0 and outputs.loss_dict["loss_tiou"] == 0
+    outputs.loss.backward()
+
+
+def feedback_gradients(model, features, term):
+    model.zero_grad()
+    outputs = model(input_features=features, labels=make_labels())
+    outputs.loss_dict[term].backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_feedback_gradient_reaches_self_attention_but_not_cross_attention(tiny_config):
+    """The guidance maps are detached: cross-attention gets no gradient from a feedback
+    term except through the forward path of later self-attention layers (the last
+    decoder layer's cross-attention has none after it; the encoder has no decoder)."""
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 16, 32)
+
+    def touched(gradients, pattern):
+        return [n for n, g in gradients.items() if re.search(pattern, n) and g is not None and g.abs().sum() > 0]
+
+    encoder = feedback_gradients(model, features, "loss_encoder_feedback")
+    assert touched(encoder, r"encoder\.layers\.\d+\.self_attn\.in_proj_weight")
+    assert not touched(encoder, r"cross_attn")
+    decoder = feedback_gradients(model, features, "loss_decoder_feedback")
+    assert touched(decoder, r"decoder\.layers\.2\.self_attn\.(q|k)_content_proj")
+    assert not touched(decoder, r"decoder\.layers\.2\.cross_attn")
+
+
+def test_bfloat16_autocast_gives_finite_loss(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(input_features=torch.randn(2, 16, 32), labels=make_labels())
+    assert all(torch.isfinite(v) for v in outputs.loss_dict.values())
+    outputs.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_wrong_channel_count_is_a_clear_error(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config)
+    with pytest.raises(ValueError, match=r"input_features must have shape \(batch, time, 32\).*transpose"):
+        model(input_features=torch.randn(1, 32, 10))
+
+
+def test_mask_without_valid_steps_names_the_sample(tiny_config):
+    mask = torch.ones(2, 10)
+    mask[1] = 0
+    with pytest.raises(ValueError, match=r"no valid time step for batch sample\(s\) \[1\]"):
+        SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 10, 32), attention_mask=mask)
+
+
+def test_unknown_label_names_the_sample(tiny_config):
+    labels = make_labels()
+    labels[1]["class_labels"] = torch.tensor([7])
+    with pytest.raises(ValueError, match=r"labels\[1\]\['class_labels'\] holds \[7\], outside 0..2"):
+        SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 10, 32), labels=labels)
+
+
+def test_save_and_load_give_identical_outputs(tiny_config, tmp_path):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = SelfDetrForActionDetection.from_pretrained(tmp_path).eval()
+    features = torch.randn(2, 16, 32)
+    expected, actual = model(input_features=features), loaded(input_features=features)
+    assert torch.equal(expected.logits, actual.logits)
+    assert torch.equal(expected.pred_segments, actual.pred_segments)
+
+
+def test_auto_classes_resolve_once_imported(tiny_config, tmp_path):
+    SelfDetrForActionDetection(tiny_config).save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), SelfDetrConfig)
+    base = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(base, SelfDetrModel)
+    head = SelfDetrForActionDetection.from_pretrained(tmp_path)
+    assert torch.equal(base.query_anchors.weight, head.model.query_anchors.weight)
+
+
+def test_remote_code_loads_without_the_package(tiny_config, tmp_path):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    SelfDetrConfig.register_for_auto_class()
+    SelfDetrForActionDetection.register_for_auto_class("AutoModel")
+    try:
+        model.save_pretrained(tmp_path / "model")
+    finally:
+        SelfDetrConfig._auto_class = SelfDetrForActionDetection._auto_class = None
+    features = torch.randn(1, 12, 32)
+    torch.save(features, tmp_path / "features.pt")
+    torch.save(model(input_features=features).logits, tmp_path / "logits.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        assert "selfdetr_hf" not in sys.modules, "the package was imported"
+        logits = model(input_features=torch.load({str(tmp_path / "features.pt")!r})).logits
+        assert type(model).__name__ == "SelfDetrForActionDetection"
+        assert torch.equal(logits, torch.load({str(tmp_path / "logits.pt")!r}))
+        """
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
