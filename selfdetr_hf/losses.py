@@ -157,6 +157,29 @@ class SelfDetrLoss:
         }
         return weights[re.sub(r"_\d+$", "", name)]
 
+    def detection_objective(
+        self,
+        logits: torch.Tensor,
+        pred_segments: torch.Tensor,
+        labels: Sequence[dict[str, torch.Tensor]],
+        auxiliary_outputs: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Detection terms of the final output and, with ``auxiliary_loss``, of every
+        auxiliary output (suffix ``_i``), all normalised by the same segment count."""
+        check_labels(labels, logits.shape[0], logits.shape[-1])
+        labels = [{k: v.to(logits.device) for k, v in target.items()} for target in labels]
+        num_segments = count_segments(labels, logits.device)
+        loss_dict = self.detection_losses(logits, pred_segments, labels, num_segments)
+        if self.config.auxiliary_loss:
+            for index, auxiliary in enumerate(auxiliary_outputs or ()):
+                terms = self.detection_losses(auxiliary["logits"], auxiliary["pred_segments"], labels, num_segments)
+                loss_dict.update({f"{name}_{index}": value for name, value in terms.items()})
+        return loss_dict
+
+    def weighted_sum(self, loss_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 9: every term times its weight."""
+        return sum(self.weight(name) * value for name, value in loss_dict.items())
+
     def __call__(
         self,
         logits: torch.Tensor,
@@ -175,14 +198,6 @@ class SelfDetrLoss:
         Returns:
             ``(loss, loss_dict)``: scalar weighted sum and the named terms.
         """
-        check_labels(labels, logits.shape[0], logits.shape[-1])
-        labels = [{k: v.to(logits.device) for k, v in target.items()} for target in labels]
-        num_segments = count_segments(labels, logits.device)
-        loss_dict = self.detection_losses(logits, pred_segments, labels, num_segments)
-        if self.config.auxiliary_loss:
-            for index, auxiliary in enumerate(auxiliary_outputs or ()):
-                terms = self.detection_losses(auxiliary["logits"], auxiliary["pred_segments"], labels, num_segments)
-                loss_dict.update({f"{name}_{index}": value for name, value in terms.items()})
+        loss_dict = self.detection_objective(logits, pred_segments, labels, auxiliary_outputs)
         loss_dict.update(self.feedback_losses(encoder_attentions, decoder_attentions, cross_attentions, attention_mask))
-        loss = sum(self.weight(name) * value for name, value in loss_dict.items())
-        return loss, loss_dict
+        return self.weighted_sum(loss_dict), loss_dict
