@@ -1,6 +1,6 @@
 """Self-DETR temporal action detection for the Hugging Face stack."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from .configuration_self_detr import SelfDetrConfig
 from .modeling_self_detr import (
@@ -10,9 +10,11 @@ from .modeling_self_detr import (
     SelfDetrModelOutput,
     SelfDetrPreTrainedModel,
 )
+from .processing_self_detr import SelfDetrProcessor
 
 AutoConfig.register(SelfDetrConfig.model_type, SelfDetrConfig, exist_ok=True)
 AutoModel.register(SelfDetrConfig, SelfDetrModel, exist_ok=True)
+AutoFeatureExtractor.register(SelfDetrConfig, SelfDetrProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,5 @@ __all__ = [
     "SelfDetrModel",
     "SelfDetrModelOutput",
     "SelfDetrPreTrainedModel",
+    "SelfDetrProcessor",
 ]

@@ -1,0 +1,39 @@
+"""Data: annotation files, feature files, windows, datasets, collation, synthetic videos."""
+
+from .annotations import VideoAnnotation, detect_format, label_names, load_annotations
+from .collator import SelfDetrDataCollator
+from .dataset import FeatureSource, WindowFeatureLoader, build_dataset, open_features, window_metadata
+from .features import FeatureError, FeatureFolder, check_finite, load_feature_file
+from .windows import (
+    WINDOW_METADATA_KEYS,
+    pad_window,
+    position_to_seconds,
+    resize_features,
+    seconds_to_position,
+    sliding_windows,
+    window_targets,
+)
+
+__all__ = [
+    "WINDOW_METADATA_KEYS",
+    "FeatureError",
+    "FeatureFolder",
+    "FeatureSource",
+    "SelfDetrDataCollator",
+    "VideoAnnotation",
+    "WindowFeatureLoader",
+    "build_dataset",
+    "check_finite",
+    "detect_format",
+    "label_names",
+    "load_annotations",
+    "load_feature_file",
+    "open_features",
+    "pad_window",
+    "position_to_seconds",
+    "resize_features",
+    "seconds_to_position",
+    "sliding_windows",
+    "window_metadata",
+    "window_targets",
+]

@@ -1,0 +1,383 @@
+"""Pre- and post-processing for Self-DETR: windows over a video's features in, detections
+in seconds out.
+
+The processor owns every setting that turns a video into model inputs (sliding windows or
+resizing) and model outputs into detections (top-k, window-to-video mapping, NMS or
+Soft-NMS, per-video top-k, fusion with a video-level classifier). It is saved as
+``preprocessor_config.json`` next to the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, FeatureExtractionMixin
+
+from .data.features import check_finite
+from .data.windows import (
+    WINDOW_METADATA_KEYS,
+    pad_window,
+    position_to_seconds,
+    resize_features,
+    sliding_windows,
+)
+from .nms import nms, soft_nms
+from .segment_ops import segment_cw_to_se
+
+NMS_METHODS = ("nms", "soft_nms", "none")
+
+
+class SelfDetrProcessor(FeatureExtractionMixin):
+    r"""Windowing and post-processing of Self-DETR (defaults: the THUMOS14 setting).
+
+    Args:
+        window_size (`int` or None, defaults to 128): sliding-window length in feature steps;
+            None when `resize_length` is used instead.
+        train_window_stride (`int`, defaults to 32): stride of training windows (overlap 0.75).
+        test_window_stride (`int`, defaults to 96): stride of test windows (overlap 0.25).
+        resize_length (`int` or None, defaults to None): resize every video's features to
+            this many steps by linear interpolation (ActivityNet: 192) instead of sliding.
+        min_segment_coverage (`float`, defaults to 0.75): a ground-truth segment belongs to a
+            training window when at least this fraction of it lies inside (then clipped).
+        top_k_per_window (`int`, defaults to 200): best (query, class) pairs kept per window.
+        nms_method (`str`, defaults to `"nms"`): how overlapping detections of one video are
+            merged: `nms` (per class), `soft_nms` (Gaussian, per class) or `none`.
+        nms_iou_threshold (`float`, defaults to 0.4): NMS suppression threshold; for Soft-NMS
+            the overlap above which scores decay.
+        soft_nms_sigma (`float`, defaults to 0.5): Gaussian width of Soft-NMS.
+        min_score (`float`, defaults to 0.0): detections scoring below it are dropped.
+        top_k_per_video (`int`, defaults to 200): detections kept per video after merging.
+        fusion_top_k (`int`, defaults to 2): classes of an external video-level classifier
+            combined with each detection when classifier scores are given.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrProcessor
+    >>> processor = SelfDetrProcessor.thumos14()
+    >>> model = SelfDetrForActionDetection(SelfDetrConfig(feature_dim=64, input_norm_groups=8)).eval()
+    >>> inputs = processor(torch.randn(300, 64).numpy(), feature_fps=7.5, video_ids=["my_video"])
+    >>> window_metadata = inputs.pop("window_metadata")
+    >>> with torch.no_grad():
+    ...     outputs = model(**inputs)
+    >>> detections = processor.post_process_action_detection(outputs, window_metadata)
+    >>> sorted(detections["my_video"])
+    ['label_names', 'labels', 'scores', 'segments']
+    ```
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        window_size: int | None = 128,
+        train_window_stride: int = 32,
+        test_window_stride: int = 96,
+        resize_length: int | None = None,
+        min_segment_coverage: float = 0.75,
+        top_k_per_window: int = 200,
+        nms_method: str = "nms",
+        nms_iou_threshold: float = 0.4,
+        soft_nms_sigma: float = 0.5,
+        min_score: float = 0.0,
+        top_k_per_video: int = 200,
+        fusion_top_k: int = 2,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.window_size = window_size
+        self.train_window_stride = train_window_stride
+        self.test_window_stride = test_window_stride
+        self.resize_length = resize_length
+        self.min_segment_coverage = min_segment_coverage
+        self.top_k_per_window = top_k_per_window
+        self.nms_method = nms_method
+        self.nms_iou_threshold = nms_iou_threshold
+        self.soft_nms_sigma = soft_nms_sigma
+        self.min_score = min_score
+        self.top_k_per_video = top_k_per_video
+        self.fusion_top_k = fusion_top_k
+        self._check_values()
+
+    @classmethod
+    def thumos14(cls, **overrides: Any) -> SelfDetrProcessor:
+        """THUMOS14: windows of 128 steps (train stride 32, test stride 96), per-window top
+        200, per-class NMS at tIoU 0.4, per-video top 200."""
+        return cls(**overrides)
+
+    @classmethod
+    def activitynet(cls, **overrides: Any) -> SelfDetrProcessor:
+        """ActivityNet-v1.3: every video resized to 192 steps, Soft-NMS (sigma 0.75, tIoU
+        threshold 0.1, min score 0.001), top 100 per video, top-2 classifier fusion."""
+        settings = {
+            "window_size": None,
+            "resize_length": 192,
+            "nms_method": "soft_nms",
+            "nms_iou_threshold": 0.1,
+            "soft_nms_sigma": 0.75,
+            "min_score": 0.001,
+            "top_k_per_video": 100,
+            "fusion_top_k": 2,
+        }
+        return cls(**{**settings, **overrides})
+
+    def _check_values(self) -> None:
+        if (self.window_size is None) == (self.resize_length is None):
+            raise ValueError(
+                "SelfDetrProcessor needs exactly one of window_size (sliding windows) and resize_length "
+                f"(resize whole videos); got window_size={self.window_size}, resize_length={self.resize_length}"
+            )
+        for name in ("window_size", "train_window_stride", "test_window_stride", "resize_length",
+                     "top_k_per_window", "top_k_per_video", "fusion_top_k"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"SelfDetrProcessor.{name} must be a positive integer; got {value!r}")
+        if self.nms_method not in NMS_METHODS:
+            raise ValueError(f"SelfDetrProcessor.nms_method must be one of {', '.join(NMS_METHODS)}; got {self.nms_method!r}")
+        if not 0.0 < self.min_segment_coverage <= 1.0:
+            raise ValueError(f"SelfDetrProcessor.min_segment_coverage must lie in (0, 1]; got {self.min_segment_coverage}")
+        if self.soft_nms_sigma <= 0:
+            raise ValueError(f"SelfDetrProcessor.soft_nms_sigma must be > 0; got {self.soft_nms_sigma}")
+
+    def windows(self, num_steps: int, *, training: bool) -> np.ndarray:
+        """``(n, 2)`` int64 ``(offset, length)`` windows over a video of ``num_steps`` steps."""
+        if self.resize_length is not None:
+            return np.array([[0, num_steps]], dtype=np.int64)
+        stride = self.train_window_stride if training else self.test_window_stride
+        return sliding_windows(num_steps, self.window_size, stride)
+
+    def window_inputs(self, features: Any, offset: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs of one window of a ``(T, C)`` array-like.
+
+        Returns:
+            ``(R, C)`` float32 features and ``(R,)`` int64 attention mask, R = `window_size`
+            (zero-padded, mask 0 on padding) or `resize_length` (interpolated, all valid).
+        """
+        window = np.asarray(features[offset : offset + length], dtype=np.float32)
+        if self.resize_length is not None:
+            return resize_features(window, self.resize_length), np.ones(self.resize_length, dtype=np.int64)
+        return pad_window(window, self.window_size)
+
+    def __call__(
+        self,
+        features: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
+        *,
+        feature_fps: float | Sequence[float],
+        time_offset: float | Sequence[float] = 0.0,
+        durations: Sequence[float] | None = None,
+        video_ids: Sequence[str] | None = None,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Cut the ``(T, C)`` features of one or several videos into test windows.
+
+        Args:
+            features: one ``(T, C)`` array or a list of them (one per video).
+            feature_fps: feature steps per second (one value, or one per video).
+            time_offset: seconds of feature position 0 (one value or one per video).
+            durations: video lengths in seconds; default the span of the features.
+            video_ids: names of the videos; default ``"0"``, ``"1"``, ...
+
+        Returns:
+            `BatchFeature` with `input_features` ``(N, R, C)``, `attention_mask` ``(N, R)``
+            (the model inputs) and `window_metadata`, a list of N dicts to give to
+            `post_process_action_detection` (pop it before calling the model).
+        """
+        videos = [features] if _is_single_video(features) else list(features)
+        count = len(videos)
+        video_ids = [str(index) for index in range(count)] if video_ids is None else list(video_ids)
+        rates = _per_video(feature_fps, count, "feature_fps")
+        offsets = _per_video(time_offset, count, "time_offset")
+        if len(video_ids) != count or (durations is not None and len(durations) != count):
+            raise ValueError(f"{count} videos but {len(video_ids)} video_ids / durations of another length")
+        inputs, masks, metadata = [], [], []
+        for index, (video_id, video) in enumerate(zip(video_ids, videos)):
+            video = np.asarray(video, dtype=np.float32)
+            if video.ndim != 2 or len(video) == 0:
+                raise ValueError(f"video {video_id!r}: features must be a non-empty (T, C) array; got {video.shape}")
+            check_finite(video, video_id, "features passed to the processor")
+            duration = len(video) / rates[index] + offsets[index] if durations is None else durations[index]
+            for offset, length in self.windows(len(video), training=False):
+                window, mask = self.window_inputs(video, offset, length)
+                inputs.append(window)
+                masks.append(mask)
+                values = (video_id, int(offset), int(length), rates[index], offsets[index], float(duration))
+                metadata.append(dict(zip(WINDOW_METADATA_KEYS, values)))
+        data = {"input_features": np.stack(inputs), "attention_mask": np.stack(masks), "window_metadata": metadata}
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["window_metadata"])
+
+    def post_process_action_detection(
+        self,
+        outputs: Any,
+        window_metadata: Sequence[Mapping[str, Any]],
+        *,
+        id2label: Mapping[int, str] | None = None,
+        classifier_scores: Mapping[str, Any] | None = None,
+        classifier_id2label: Mapping[int, str] | Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Turn the outputs of many windows of many videos into detections per video.
+
+        Steps: sigmoid scores; the `top_k_per_window` best (query, class) pairs per window;
+        segments mapped from window coordinates to seconds (clipped to the video); all windows
+        of a video merged by `nms_method` (per class); the `top_k_per_video` best kept;
+        optionally fused with a video-level classifier (`fusion_top_k` classes per detection,
+        score ``sqrt(class score * detection score)``).
+
+        Args:
+            outputs: model outputs with `logits` ``(N, Nq, K)`` and `pred_segments`
+                ``(N, Nq, 2)`` (a `SelfDetrActionDetectionOutput`, a dict, a
+                ``(logits, pred_segments)`` pair such as `Trainer.predict` returns), or a list
+                of those for consecutive batches.
+            window_metadata: N dicts, one per window in the same order, with the keys of
+                `WINDOW_METADATA_KEYS` (rows of `window_metadata(dataset)` or the
+                `window_metadata` the processor returned).
+            id2label: class names of the model (e.g. `model.config.id2label`).
+            classifier_scores: ``{video_id: (C',) class probabilities}`` of an external
+                video-level classifier; when given, labels are the classifier's classes.
+            classifier_id2label: names of the classifier's classes.
+
+        Returns:
+            ``{video_id: {"segments": (n, 2) seconds, "scores": (n,), "labels": (n,) int64,
+            "label_names": list[str]}}``, best first, videos in order of appearance.
+        """
+        logits, pred_segments = _logits_and_segments(outputs)
+        num_windows, num_queries, num_classes = logits.shape
+        if len(window_metadata) != num_windows:
+            raise ValueError(f"{num_windows} windows of outputs but {len(window_metadata)} window_metadata entries")
+
+        scores = logits.float().sigmoid().flatten(1)  # (N, Nq * K)
+        top_k = min(self.top_k_per_window, num_queries * num_classes)
+        top_scores, top_index = scores.topk(top_k, dim=1)  # (N, k)
+        top_labels = top_index % num_classes
+        query = (top_index // num_classes)[..., None].expand(-1, -1, 2)
+        window_segments = segment_cw_to_se(pred_segments.float().gather(1, query)).clamp(0, 1)  # (N, k, 2)
+
+        columns = {key: [entry[key] for entry in window_metadata] for key in WINDOW_METADATA_KEYS}
+        window_offset, window_length, feature_fps, time_offset, duration = (
+            torch.tensor(columns[key], dtype=torch.float64)[:, None, None] for key in WINDOW_METADATA_KEYS[1:]
+        )  # each (N, 1, 1)
+        position = window_offset + window_segments.double() * window_length
+        seconds = torch.minimum(position_to_seconds(position, feature_fps, time_offset).clamp(min=0), duration)
+
+        video_names = list(dict.fromkeys(columns["video_id"]))
+        video_index = _index_of(columns["video_id"], video_names)
+        segments, scores, labels = _group_by_video(
+            video_index, len(video_names), seconds.float(), top_scores, top_labels
+        )  # (V, M, 2), (V, M), (V, M)
+        scores = torch.where(scores >= self.min_score, scores, 0.0)
+        if self.nms_method == "nms":
+            scores = nms(segments, scores, self.nms_iou_threshold, labels=labels, max_segments=self.top_k_per_video)
+        elif self.nms_method == "soft_nms":
+            scores = soft_nms(
+                segments, scores, sigma=self.soft_nms_sigma, iou_threshold=self.nms_iou_threshold,
+                min_score=self.min_score, labels=labels, max_segments=self.top_k_per_video,
+            )  # fmt: skip
+        best_scores, best = scores.topk(min(self.top_k_per_video, scores.shape[1]), dim=1)  # (V, k')
+
+        results = {}
+        for row, video_id in enumerate(video_names):
+            found = best[row][best_scores[row] > 0]
+            detection = {"segments": segments[row, found], "scores": scores[row, found], "labels": labels[row, found]}
+            if classifier_scores is not None:
+                detection = self._fuse_with_classifier(detection, video_id, classifier_scores)
+                names = _names(classifier_id2label)
+            else:
+                names = _names(id2label)
+            detection["label_names"] = [names(label) for label in detection["labels"].tolist()]
+            results[video_id] = detection
+        return results
+
+    def _fuse_with_classifier(
+        self, detection: dict[str, torch.Tensor], video_id: str, classifier_scores: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Each detection x the `fusion_top_k` best classifier classes, score sqrt(class x detection)."""
+        if video_id not in classifier_scores:
+            raise ValueError(f"video {video_id!r}: no entry in classifier_scores")
+        class_scores = torch.as_tensor(np.asarray(classifier_scores[video_id], dtype=np.float32)).flatten()
+        top_class_scores, top_classes = class_scores.topk(min(self.fusion_top_k, len(class_scores)))
+        fused = torch.sqrt(detection["scores"][:, None] * top_class_scores[None, :]).flatten()  # (n * k_c,)
+        order = fused.argsort(descending=True, stable=True)
+        num_classes = len(top_classes)
+        return {
+            "segments": detection["segments"].repeat_interleave(num_classes, dim=0)[order],
+            "scores": fused[order],
+            "labels": top_classes.repeat(len(detection["scores"]))[order],
+        }
+
+
+def _is_single_video(features: Any) -> bool:
+    return isinstance(features, (np.ndarray, torch.Tensor)) and features.ndim == 2
+
+
+def _per_video(value: float | Sequence[float], count: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * count
+    if len(value) != count:
+        raise ValueError(f"{name}: {len(value)} values for {count} videos")
+    return [float(item) for item in value]
+
+
+def _index_of(names: Sequence[str], unique: list[str]) -> torch.Tensor:
+    position = {name: index for index, name in enumerate(unique)}
+    return torch.tensor([position[name] for name in names], dtype=torch.long)
+
+
+def _logits_and_segments(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, Nq, K)`` logits and ``(N, Nq, 2)`` segments from any of the accepted forms."""
+    if isinstance(outputs, Mapping):
+        return torch.as_tensor(outputs["logits"]), torch.as_tensor(outputs["pred_segments"])
+    if hasattr(outputs, "logits") and hasattr(outputs, "pred_segments"):
+        return torch.as_tensor(outputs.logits), torch.as_tensor(outputs.pred_segments)
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 2 and all(
+        isinstance(item, (np.ndarray, torch.Tensor)) for item in outputs
+    ):
+        return torch.as_tensor(outputs[0]), torch.as_tensor(outputs[1])
+    if isinstance(outputs, (list, tuple)) and outputs:
+        parts = [_logits_and_segments(batch) for batch in outputs]
+        return torch.cat([logits for logits, _ in parts]), torch.cat([segments for _, segments in parts])
+    raise TypeError(
+        "outputs must have logits and pred_segments (model outputs, a dict, a (logits, pred_segments) pair, "
+        f"or a list of those); got {type(outputs).__name__}"
+    )
+
+
+def _group_by_video(
+    video_index: torch.Tensor, num_videos: int, segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather the candidates of all windows of each video into one padded row per video.
+
+    Args:
+        video_index: ``(N,)`` video of every window.
+        segments / scores / labels: ``(N, k, 2)`` / ``(N, k)`` / ``(N, k)`` per window.
+
+    Returns:
+        ``(V, M, 2)``, ``(V, M)``, ``(V, M)``, M the most candidates of a video; padding
+        has score 0.
+    """
+    per_window = scores.shape[1]
+    order = torch.argsort(video_index, stable=True)  # windows grouped by video
+    candidate_video = video_index[order].repeat_interleave(per_window)  # (N * k,)
+    counts = torch.bincount(candidate_video, minlength=num_videos)
+    slot = torch.arange(len(candidate_video)) - (counts.cumsum(0) - counts)[candidate_video]
+    size = (num_videos, int(counts.max()))
+    grouped_segments = segments.new_zeros((*size, 2))
+    grouped_scores = scores.new_zeros(size)
+    grouped_labels = labels.new_zeros(size)
+    grouped_segments[candidate_video, slot] = segments[order].reshape(-1, 2)
+    grouped_scores[candidate_video, slot] = scores[order].reshape(-1)
+    grouped_labels[candidate_video, slot] = labels[order].reshape(-1)
+    return grouped_segments, grouped_scores, grouped_labels
+
+
+def _names(id2label: Mapping[int, str] | Sequence[str] | None):
+    """A function from class id to name; ``LABEL_<id>`` where no name is given."""
+    if id2label is None:
+        return lambda label: f"LABEL_{label}"
+    table = dict(enumerate(id2label)) if isinstance(id2label, Sequence) else {int(k): v for k, v in id2label.items()}
+    return lambda label: table.get(label, f"LABEL_{label}")
+
+
+__all__ = ["SelfDetrProcessor"]
