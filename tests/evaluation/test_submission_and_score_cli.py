@@ -1,0 +1,136 @@
+"""ActivityNet submission files, `score_submission` and ``selfdetr score`` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from selfdetr_hf.cli import main
+from selfdetr_hf.evaluation import (
+    THUMOS14_TIOU_THRESHOLDS,
+    evaluate_detections,
+    read_submission,
+    score_submission,
+    write_submission,
+)
+
+GROUND_TRUTH = {
+    "version": "test",
+    "database": {
+        "v1": {
+            "subset": "Test",
+            "duration": 40.0,
+            "fps": 30.0,
+            "annotations": [{"label": "jump", "segment": [1.0, 9.0]}, {"label": "run", "segment": [20.0, 30.0]}],
+        },
+        "v2": {"subset": "Test", "duration": 20.0, "fps": 30.0, "annotations": [{"label": "jump", "segment": [2, 6]}]},
+        "v3": {"subset": "Validation", "duration": 9.0, "fps": 30.0, "annotations": []},
+    },
+}
+DETECTIONS = {
+    "v1": {
+        "segments": [[1.0, 8.0], [21.0, 30.0], [0.0, 3.0]],
+        "scores": [0.9, 0.8, 0.7],
+        "labels": ["jump", "run", "run"],
+    },
+    "v2": {"segments": [[2.5, 6.0]], "scores": [0.6], "labels": ["jump"]},
+    "v3": {"segments": [[0.0, 9.0]], "scores": [0.95], "labels": ["jump"]},
+}
+
+
+@pytest.fixture
+def files(tmp_path):
+    annotations, submission = tmp_path / "gt.json", tmp_path / "submission.json"
+    annotations.write_text(json.dumps(GROUND_TRUTH))
+    write_submission(submission, DETECTIONS)
+    return annotations, submission
+
+
+def test_written_submission_has_the_activitynet_fields(files):
+    content = json.loads(files[1].read_text())
+    assert set(content) == {"version", "results", "external_data"}
+    assert content["results"]["v1"][0] == {"label": "jump", "score": 0.9, "segment": [1.0, 8.0]}
+
+
+def test_read_submission_gives_back_what_was_written(files):
+    read = read_submission(files[1])
+    assert list(read) == ["v1", "v2", "v3"]
+    np.testing.assert_array_equal(read["v1"].segments, DETECTIONS["v1"]["segments"])
+    assert read["v1"].labels == ["jump", "run", "run"]
+
+
+def test_a_file_without_results_is_not_a_submission(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"database": {}}))
+    with pytest.raises(ValueError, match="not an ActivityNet submission"):
+        read_submission(path)
+
+
+def test_score_submission_ignores_videos_outside_the_subset(files):
+    score = score_submission(*files, subset="Test", tiou_thresholds=[0.5])
+    assert score.ignored_videos == 1
+    subset_truth = {v: {"segments": [a["segment"] for a in r["annotations"]], "labels": [a["label"] for a in r["annotations"]]}
+                    for v, r in GROUND_TRUTH["database"].items() if r["subset"] == "Test"}  # fmt: skip
+    expected = evaluate_detections(subset_truth, {v: DETECTIONS[v] for v in ("v1", "v2")}, [0.5])
+    assert score.result.mAP.tolist() == expected.mAP.tolist()
+
+
+def test_score_submission_without_subset_counts_detections_in_empty_videos_as_false_positives(files):
+    # "jump" ranked: v3 (0.95, no ground truth: FP), v1 TP, v2 TP -> precision 2/3 at every recall.
+    score = score_submission(*files, tiou_thresholds=[0.5])
+    assert score.ignored_videos == 0
+    assert score.result.per_class_AP["jump"].tolist() == [pytest.approx(2 / 3)]
+
+
+def test_cli_score_prints_the_table_and_writes_fractions(files, tmp_path, capsys):
+    out = tmp_path / "map.json"
+    status = main(["score", "--annotations", str(files[0]), "--predictions", str(files[1]), "--subset", "Test",
+                   "--json", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "ignored 1 submission video(s)" in printed and "mAP (%)" in printed
+    result = json.loads(out.read_text())
+    assert set(result) == {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP"}
+    assert result["tiou_thresholds"] == list(THUMOS14_TIOU_THRESHOLDS)
+    assert all(0.0 <= value <= 1.0 for value in result["mAP"]) and 0.0 < result["average_mAP"] <= 1.0
+    assert set(result["per_class_AP"]) == {"jump", "run"}
+
+
+def test_cli_score_accepts_threshold_lists_and_presets(files, tmp_path):
+    out = tmp_path / "map.json"
+    arguments = ["score", "--annotations", str(files[0]), "--predictions", str(files[1]), "--json", str(out)]
+    assert main([*arguments, "--tiou", "0.5,0.9"]) == 0
+    assert json.loads(out.read_text())["tiou_thresholds"] == [0.5, 0.9]
+    assert main([*arguments, "--tiou", "activitynet"]) == 0
+    assert len(json.loads(out.read_text())["mAP"]) == 10
+
+
+def test_cli_score_malformed_entry_exits_2_with_one_line_naming_the_video(files, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"results": {"v2": [{"segment": [3.0, 1.0], "score": 0.5, "label": "jump"}]}}))
+    status = main(["score", "--annotations", str(files[0]), "--predictions", str(broken)])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1 and "'v2'" in error and "Traceback" not in error
+
+
+def test_cli_score_missing_file_exits_2(files, tmp_path, capsys):
+    status = main(["score", "--annotations", str(files[0]), "--predictions", str(tmp_path / "none.json")])
+    assert status == 2 and "none.json" in capsys.readouterr().err
+
+
+def test_cli_score_reads_the_activitynet_style_thumos14_file(shared_data, tmp_path, capsys):
+    from selfdetr_hf.data import load_annotations
+
+    annotations = shared_data / "thumos14" / "thumos_gt.json"
+    truth = load_annotations(annotations, subset="test", invalid_segments="keep")
+    submission = tmp_path / "submission.json"
+    write_submission(
+        submission,
+        {v: {"segments": r.segments, "scores": np.ones(len(r.labels)), "labels": r.labels} for v, r in truth.items()},
+    )
+    out = tmp_path / "map.json"
+    status = main(["score", "--annotations", str(annotations), "--predictions", str(submission), "--subset", "test",
+                   "--json", str(out)])  # fmt: skip
+    assert status == 0
+    assert json.loads(out.read_text())["mAP"] == [1.0] * 5
