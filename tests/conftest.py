@@ -1,4 +1,4 @@
-"""Shared fixtures: the real annotation files beside the project, and tiny configs."""
+"""Shared fixtures: the real annotation files beside the project, tiny configs, a loopback Hub."""
 
 from pathlib import Path
 
@@ -37,3 +37,31 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def hub_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A loopback Hugging Face Hub (``tests/hub_server.py``) for one test, stopped afterwards.
+
+    Sets ``HF_ENDPOINT`` to the server, ``HF_TOKEN=dummy-token`` and a temporary
+    ``HF_HOME``/``HF_HUB_CACHE``. ``huggingface_hub`` reads these when first imported, into its
+    constants and into objects built at import (the module-level ``HfApi`` behind
+    ``huggingface_hub.model_info``, the set of trusted Hub hosts), and transformers is already
+    imported here; patching each copy would depend on library internals and silently miss new
+    ones. So the Hub part of a test runs in a fresh interpreter,
+    ``hub_endpoint.run_python(script, *args)``, which inherits this environment and reads it at
+    import like any user's process: the real client code, unmocked, talks to the server.
+    """
+    from hub_server import LoopbackHub
+
+    hf_home = tmp_path / "hf_home"
+    with LoopbackHub(token="dummy-token") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        monkeypatch.setenv("HF_HOME", str(hf_home))
+        monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE"):
+            monkeypatch.delenv(name, raising=False)
+        yield hub
