@@ -8,34 +8,117 @@ traceback, and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
+from .training.commands import add_data_arguments, add_demo_arguments, add_train_arguments, run_demo, run_train
 
 
-def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR_OR_NAME", help="a saved model (with its processor)")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: 16)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    """Forward pass and loss of the default THUMOS14-sized model on random features."""
-    import torch
+def _load_model(args: argparse.Namespace):
+    from . import SelfDetrForActionDetection
+    from .processing_self_detr import SelfDetrProcessor
 
-    from . import SelfDetrConfig, SelfDetrForActionDetection
+    model = SelfDetrForActionDetection.from_pretrained(args.model).to(args.device).eval()
+    try:
+        processor = SelfDetrProcessor.from_pretrained(args.model)
+    except OSError:
+        processor = SelfDetrProcessor.thumos14()
+    return model, processor
 
-    torch.manual_seed(args.seed)
-    model = SelfDetrForActionDetection(SelfDetrConfig())
-    features = torch.randn(2, 128, model.config.feature_dim)
-    labels = [
-        {"class_labels": torch.tensor([3, 7]), "segments": torch.tensor([[0.3, 0.1], [0.7, 0.25]])},
-        {"class_labels": torch.tensor([0]), "segments": torch.tensor([[0.5, 0.4]])},
-    ]
-    outputs = model(input_features=features, labels=labels)
-    print(f"Self-DETR, {sum(p.numel() for p in model.parameters()):,} parameters")
-    print(f"logits {tuple(outputs.logits.shape)}, pred_segments {tuple(outputs.pred_segments.shape)}")
-    for name, value in outputs.loss_dict.items():
-        print(f"{name:28s} {value.item():.6f}")
-    print(f"{'loss (Eq. 9)':28s} {outputs.loss.item():.6f}")
+
+def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("--features", required=True, metavar="FILE_OR_DIR", help="one feature file or a folder")
+    parser.add_argument("--feature-fps", type=float, required=True, help="feature steps per second")
+    parser.add_argument("--time-offset", type=float, default=0.0, help="seconds of feature step 0 (default: 0)")
+    parser.add_argument("--feature-layout", choices=("TC", "CT"), default="TC", help="array layout (default: TC)")
+    parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
+    parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    """Detections in seconds for one feature file or every file of a folder."""
+    from .evaluation import submission_entries, write_submission
+    from .inference import as_submission, detect, read_features
+
+    features = read_features(args.features, layout=args.feature_layout)
+    model, processor = _load_model(args)
+    detections = as_submission(
+        detect(
+            model, processor, features, feature_fps=args.feature_fps, time_offset=args.time_offset,
+            batch_size=args.batch_size,
+        )
+    )  # fmt: skip
+    output = Path(args.output)
+    if output.suffix.lower() == ".csv":
+        with output.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["video", "start", "end", "label", "score"])
+            for video, entries in submission_entries(detections).items():
+                for entry in entries:
+                    writer.writerow([video, *entry["segment"], entry["label"], entry["score"]])
+    else:
+        write_submission(output, detections)
+    count = sum(len(found["scores"]) for found in detections.values())
+    print(f"{count} detections in {len(detections)} video(s) -> {output}")
+    if args.plot:
+        from .evaluation.plots import plot_detection_timeline
+
+        video, found = next(iter(detections.items()))
+        empty = {"segments": np.zeros((0, 2)), "labels": []}
+        print(f"timeline plot: {plot_detection_timeline(empty, found, args.plot, title=video)}")
+    return 0
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--subset", help="subset to evaluate (e.g. Test, validation); default: every video")
+    parser.add_argument("--tiou", default="thumos14", help="thresholds: thumos14, activitynet or a list 0.3,0.5")
+    parser.add_argument("--output-dir", required=True, help="where submission.json and metrics.json are written")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    """Model + features + annotations -> mAP table, submission and metrics files."""
+    from accelerate import Accelerator
+
+    from .data import window_metadata
+    from .evaluation import evaluate_detections, write_submission
+    from .evaluation.commands import parse_tiou_thresholds
+    from .inference import as_submission
+    from .training.accelerate_loop import predict_windows
+    from .training.commands import load_data
+
+    model, processor = _load_model(args)
+    data = load_data(
+        args, processor, train_subset=None, eval_subset=args.subset,
+        label_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+    )  # fmt: skip
+    predictions = predict_windows(model, data.eval_dataset, Accelerator(), args.batch_size)
+    detections = as_submission(
+        processor.post_process_action_detection(
+            predictions, window_metadata(data.eval_dataset), id2label=model.config.id2label
+        )
+    )
+    result = evaluate_detections(data.eval_annotations, detections, parse_tiou_thresholds(args.tiou))
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_submission(output_dir / "submission.json", detections)
+    (output_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    print(result.table())
+    print(f"submission: {output_dir / 'submission.json'}, metrics: {output_dir / 'metrics.json'}")
     return 0
 
 
@@ -44,9 +127,7 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="directory to write with save_pretrained")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--num-labels", type=int, help="number of classes (checked against the checkpoint)")
-    labels.add_argument(
-        "--id2label", help="class names: a JSON file or inline JSON, a list or an {id: name} object"
-    )
+    labels.add_argument("--id2label", help="class names: a JSON file or inline JSON, a list or an {id: name} object")
     parser.add_argument("--num-heads", type=int, help="attention heads, when the checkpoint does not record them")
 
 
@@ -78,9 +159,74 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    from .model_card import available_templates
+
+    parser.add_argument("model_dir", help="directory written by save_pretrained (model, processor)")
+    parser.add_argument("repo_id", help="Hub model repository, namespace/name (created when missing)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--card-template",
+        metavar="NAME_OR_PATH",
+        help=f"model card template, a Markdown file or one of {', '.join(available_templates())} "
+        "(default: keep MODEL_DIR/README.md, else custom_dataset)",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="JSON metrics of an evaluation run for the card (average_mAP, tiou_thresholds, mAP)",
+    )
+    parser.add_argument(
+        "--dataset-name", metavar="NAME", help="dataset named in the card (default: the template's benchmark)"
+    )
+    parser.add_argument(
+        "--commit-message", metavar="TEXT", default="Upload Self-DETR model", help="message of the commit"
+    )
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    """Render the model card when asked (or when the directory has none), then upload."""
+    from pathlib import Path
+
+    from . import SelfDetrConfig
+    from .hub import check_model_dir, push_model
+    from .model_card import DEFAULT_DATASET_NAMES, render_model_card
+
+    model_dir = Path(args.model_dir)
+    check_model_dir(model_dir)
+    model_card = None
+    if args.card_template or args.metrics or args.dataset_name or not (model_dir / "README.md").is_file():
+        template = args.card_template or "custom_dataset"
+        dataset_name = args.dataset_name or DEFAULT_DATASET_NAMES.get(Path(template).stem)
+        if dataset_name is None:
+            raise ValueError(f"--dataset-name is required with the {template} model card template")
+        metrics = None
+        if args.metrics:
+            with open(args.metrics, encoding="utf-8") as handle:
+                metrics = json.load(handle)
+        model_card = render_model_card(
+            template,
+            repo_id=args.repo_id,
+            config=SelfDetrConfig.from_pretrained(model_dir),
+            metrics=metrics,
+            dataset_name=dataset_name,
+        )
+    url = push_model(
+        model_dir, args.repo_id, model_card=model_card, private=args.private, commit_message=args.commit_message
+    )
+    print(f"pushed {model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
-    "demo": ("run the main job on the built-in default", _add_demo_arguments, _run_demo),
+    "demo": ("train, evaluate, save, reload and detect on the built-in synthetic data", add_demo_arguments, run_demo),
+    "train": ("train with Accelerate (the paper's recipes; DDP with accelerate launch)", add_train_arguments, run_train),
+    "evaluate": ("mAP of a model on annotated features, and its submission file", _add_evaluate_arguments, _run_evaluate),
+    "detect": ("detections in seconds for feature files (JSON or CSV)", _add_detect_arguments, _run_detect),
     "convert": ("convert an original Self-DETR checkpoint", _add_convert_arguments, _run_convert),
+    "push": ("upload a saved model with its model card to the Hub", _add_push_arguments, _run_push),
+    "score": ("score an ActivityNet submission (mAP, ActivityNet protocol)", add_score_arguments, run_score),
+    "diagnose": ("attention diversity per layer and attention plots", add_diagnose_arguments, run_diagnose),
 }
 
 

@@ -32,14 +32,20 @@ def sigmoid_focal_loss(
     return (alpha_t * cross_entropy * (1 - p_t) ** gamma).sum() / num_segments
 
 
-def count_segments(labels: Sequence[dict[str, torch.Tensor]], device: torch.device) -> float:
-    """Target segments per process, averaged over processes (at least 1): the normaliser."""
-    num_segments = torch.tensor([float(sum(len(t["class_labels"]) for t in labels))], device=device)
+def average_over_processes(count: float, device: torch.device) -> float:
+    """``count`` summed over data-parallel processes, divided by their number (at least 1):
+    the normaliser that makes the averaged per-process losses equal the global loss."""
+    total = torch.tensor([float(count)], device=device)
     world_size = 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(num_segments)
+        torch.distributed.all_reduce(total)
         world_size = torch.distributed.get_world_size()
-    return max(num_segments.item() / world_size, 1.0)
+    return max(total.item() / world_size, 1.0)
+
+
+def count_segments(labels: Sequence[dict[str, torch.Tensor]], device: torch.device) -> float:
+    """Target segments per process, averaged over processes (at least 1): the normaliser."""
+    return average_over_processes(sum(len(t["class_labels"]) for t in labels), device)
 
 
 def check_labels(labels: Sequence[dict[str, torch.Tensor]], batch_size: int, num_labels: int) -> None:
@@ -134,9 +140,12 @@ class SelfDetrLoss:
         if config.encoder_feedback:
             if not encoder_attentions:
                 raise ValueError("encoder_feedback needs encoder_attentions in the model outputs")
+            encoder = torch.stack(list(encoder_attentions)).float()  # (L_e, B, T, T)
+            rows = encoder.shape[1] * encoder.shape[2] if attention_mask is None else attention_mask.sum().item()
             losses["loss_encoder_feedback"] = encoder_feedback_loss(
-                torch.stack(list(encoder_attentions)).float(), cross, config.encoder_aggregation, attention_mask
-            )
+                encoder, cross, config.encoder_aggregation, attention_mask,
+                num_rows=average_over_processes(rows, cross.device),
+            )  # fmt: skip
         if config.decoder_feedback:
             if not decoder_attentions:
                 raise ValueError("decoder_feedback needs decoder_attentions in the model outputs")

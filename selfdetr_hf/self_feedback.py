@@ -105,6 +105,7 @@ def self_feedback_kl(
     attention: torch.Tensor,
     row_mask: torch.Tensor | None = None,
     eps: float = EPS,
+    num_rows: float | None = None,
 ) -> torch.Tensor:
     """KL(guidance || self-attention) averaged over rows (Eq. 5 and 6).
 
@@ -115,6 +116,8 @@ def self_feedback_kl(
         guidance: ``(..., N, M)`` target distribution (no gradient expected).
         attention: ``(..., N, M)`` self-attention probabilities (receives the gradient).
         row_mask: ``(..., N)`` broadcastable to the row shape; 1 = row counted in the mean.
+        num_rows: divide the sum over counted rows by this instead of their number (data
+            parallel training passes the count averaged over processes).
 
     Returns:
         Scalar mean KL over the counted rows.
@@ -122,10 +125,13 @@ def self_feedback_kl(
     log_guidance = torch.log(guidance + eps)
     log_attention = torch.log(attention + eps)
     per_row = ((guidance + eps) * (log_guidance - log_attention)).sum(dim=-1)
-    if row_mask is None:
-        return per_row.mean()
-    weights = row_mask.to(per_row.dtype).expand_as(per_row)
-    return (per_row * weights).sum() / weights.sum().clamp(min=1)
+    if row_mask is not None:
+        weights = row_mask.to(per_row.dtype).expand_as(per_row)
+        per_row = per_row * weights
+        count = weights.sum().clamp(min=1)
+    else:
+        count = per_row.numel()
+    return per_row.sum() / (count if num_rows is None else num_rows)
 
 
 def encoder_feedback_loss(
@@ -133,6 +139,7 @@ def encoder_feedback_loss(
     cross_attentions: torch.Tensor,
     aggregation: str = "matmul",
     key_mask: torch.Tensor | None = None,
+    num_rows: float | None = None,
 ) -> torch.Tensor:
     """Encoder self-feedback term ``L_enc`` (Eq. 6).
 
@@ -141,13 +148,14 @@ def encoder_feedback_loss(
         cross_attentions: ``(L_d, B, Nq, T)``; detached here.
         aggregation: encoder aggregation mode of :func:`aggregate_encoder_attention`.
         key_mask: ``(B, T)``, 1 = valid step.
+        num_rows: see :func:`self_feedback_kl`.
 
     Returns:
         Scalar KL averaged over the valid rows of ``B x T``.
     """
     guidance = encoder_guidance_map(cross_attentions, key_mask)
     aggregated = aggregate_encoder_attention(encoder_attentions, aggregation, key_mask)
-    return self_feedback_kl(guidance, aggregated, key_mask)
+    return self_feedback_kl(guidance, aggregated, key_mask, num_rows=num_rows)
 
 
 def decoder_feedback_loss(
