@@ -115,3 +115,9 @@ def test_two_processes_match_one_process(tmp_path):
     assert two_metrics["num_windows_evaluated"] == one_metrics["num_windows_evaluated"] == 9
     assert two_metrics["num_videos_evaluated"] == one_metrics["num_videos_evaluated"] == 3
     assert two_metrics["average_mAP"] == pytest.approx(one_metrics["average_mAP"], abs=1e-6)
+
+
+def test_tensorboard_logging_writes_event_files(videos, processor, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    run(videos, processor, tmp_path, max_steps=2, tensorboard=True)
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
