@@ -14,11 +14,13 @@ from .data.dataset import FeatureSource, open_features
 from .processing_self_detr import SelfDetrProcessor
 
 
-def read_features(path: str | Path, *, layout: str = "TC", key: str | None = None) -> dict[str, np.ndarray]:
+def read_features(
+    path: str | Path, *, layout: str = "TC", key: str | None = None, feature_dim: int | None = None
+) -> dict[str, np.ndarray]:
     """``{video_id: (T, C) float32}`` from one feature file or a folder of them.
 
     The video id is the file name without its extension. Every file is checked (readable,
-    2-D, non-empty, finite); a bad one is an error naming it.
+    2-D, non-empty, finite, ``C == feature_dim`` when given); a bad one is an error naming it.
     """
     path = Path(path)
     if path.is_dir():
@@ -34,6 +36,8 @@ def read_features(path: str | Path, *, layout: str = "TC", key: str | None = Non
         array = np.asarray(load_feature_file(file, layout=layout, key=key), dtype=np.float32)
         if array.ndim != 2 or len(array) == 0:
             raise ValueError(f"{file}: features must be a non-empty (T, C) array; got shape {array.shape}")
+        if feature_dim is not None and array.shape[1] != feature_dim:
+            raise ValueError(f"{file}: {array.shape[1]} channels, the model expects {feature_dim}")
         features[file.stem] = check_finite(array, file.stem, str(file))
     return features
 

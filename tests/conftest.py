@@ -16,6 +16,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def small_config(**overrides):
+    """A Self-DETR config small enough for end-to-end training tests (16-d features)."""
+    from selfdetr_hf import SelfDetrConfig
+
+    settings = {
+        "feature_dim": 16, "d_model": 32, "num_attention_heads": 4, "ffn_dim": 64, "encoder_layers": 1,
+        "decoder_layers": 2, "num_queries": 6, "input_norm_groups": 8, "id2label": {0: "jump", 1: "throw"},
+    }  # fmt: skip
+    return SelfDetrConfig(**{**settings, **overrides})
+
+
+@pytest.fixture
+def make_small_config():
+    """`small_config` as a fixture: ``make_small_config(id2label=..., dropout=0.0)``."""
+    return small_config
+
+
 @pytest.fixture
 def tiny_config():
     """A small but complete Self-DETR config: fast on CPU, every code path present."""

@@ -8,19 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+from selfdetr_hf import SelfDetrForActionDetection
 from selfdetr_hf.cli import COMMANDS, main
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 
 
 @pytest.fixture
-def saved_model(tmp_path):
+def saved_model(tmp_path, make_small_config):
     torch.manual_seed(0)
-    config = SelfDetrConfig(
-        feature_dim=16, d_model=32, num_attention_heads=4, ffn_dim=64, encoder_layers=1, decoder_layers=2,
-        num_queries=6, input_norm_groups=8, id2label={0: "jump", 1: "throw"},
-    )  # fmt: skip
-    SelfDetrForActionDetection(config).save_pretrained(tmp_path / "model")
+    SelfDetrForActionDetection(make_small_config()).save_pretrained(tmp_path / "model")
     SelfDetrProcessor.thumos14(top_k_per_video=20).save_pretrained(tmp_path / "model")
     return tmp_path / "model"
 

@@ -15,42 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference import read_features
 from .diversity import LayerDiversity, attention_diversity, summarize_layer_diversity
 
 ATTENTION_KINDS = ("encoder", "decoder", "cross")
 """Encoder self-attention ``(T, T)``, decoder self-attention ``(Nq, Nq)``, cross-attention ``(Nq, T)``."""
 
 DEFAULT_WINDOW_SIZE = 128
-
-
-def load_feature_files(path: str | Path, feature_dim: int | None = None) -> dict[str, np.ndarray]:
-    """Read a ``.npy`` feature file, or every ``.npy`` file of a directory (sorted by name).
-
-    Returns:
-        video id (the file name without ``.npy``) -> ``(T, C)`` float32 features.
-
-    Raises:
-        FileNotFoundError: nothing at ``path`` or no ``.npy`` file in the directory.
-        ValueError: a file is not ``(T, C)`` with ``C == feature_dim`` (when given).
-    """
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.npy"))
-        if not files:
-            raise FileNotFoundError(f"no .npy feature file in {path}")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"feature file or directory not found: {path}")
-    videos = {}
-    for file in files:
-        features = np.load(file)
-        if features.ndim != 2 or features.shape[0] == 0:
-            raise ValueError(f"{file}: expected (time steps, channels) features, got shape {features.shape}")
-        if feature_dim is not None and features.shape[1] != feature_dim:
-            raise ValueError(f"{file}: {features.shape[1]} channels, the model expects {feature_dim}")
-        videos[file.stem] = features.astype(np.float32)
-    return videos
 
 
 @torch.no_grad()
@@ -192,7 +163,7 @@ def diagnose(
     legend: dict[str, dict[str, LayerDiversity]] = {}
     for key, directory in models.items():
         model = SelfDetrForActionDetection.from_pretrained(directory)
-        videos = load_feature_files(features, model.config.feature_dim)
+        videos = read_features(features, feature_dim=model.config.feature_dim)
         report["videos"] = list(videos)
         diversity = model_attention_diversity(model, videos, window_size)
         description = _feedback_description(model.config)

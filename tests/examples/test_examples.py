@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+from selfdetr_hf import SelfDetrForActionDetection
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -21,13 +21,9 @@ def load_example(name):
     return module
 
 
-def test_finetune_trainer_from_a_pretrained_model_with_new_labels(tmp_path):
+def test_finetune_trainer_from_a_pretrained_model_with_new_labels(tmp_path, make_small_config):
     torch.manual_seed(0)
-    config = SelfDetrConfig(
-        feature_dim=16, d_model=32, num_attention_heads=4, ffn_dim=64, encoder_layers=1, decoder_layers=2,
-        num_queries=6, input_norm_groups=8, id2label={0: "old_a", 1: "old_b"},
-    )  # fmt: skip
-    pretrained = SelfDetrForActionDetection(config)
+    pretrained = SelfDetrForActionDetection(make_small_config(id2label={0: "old_a", 1: "old_b"}))
     pretrained.save_pretrained(tmp_path / "pretrained")
     metrics = load_example("finetune_trainer").main(
         [

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import small_config
 from safetensors.torch import load_file
 
-from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+from selfdetr_hf import SelfDetrForActionDetection
 from selfdetr_hf.data.synthetic import make_synthetic_videos
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 from selfdetr_hf.training.accelerate_loop import AccelerateTrainingArguments, predict_windows, train
@@ -32,11 +33,7 @@ def processor():
 
 def tiny_model(videos):
     torch.manual_seed(0)
-    config = SelfDetrConfig(
-        feature_dim=16, d_model=32, num_attention_heads=4, ffn_dim=64, encoder_layers=2, decoder_layers=2,
-        num_queries=6, input_norm_groups=8, id2label=dict(enumerate(videos.label_names)),
-    )  # fmt: skip
-    return SelfDetrForActionDetection(config)
+    return SelfDetrForActionDetection(small_config(encoder_layers=2, id2label=dict(enumerate(videos.label_names))))
 
 
 def run(videos, processor, output_dir, **kwargs):
