@@ -9,7 +9,7 @@ Soft-NMS, per-video top-k, fusion with a video-level classifier). It is saved as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,8 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         min_segment_coverage (`float`, defaults to 0.75): a ground-truth segment belongs to a
             training window when at least this fraction of it lies inside (then clipped).
         top_k_per_window (`int`, defaults to 200): best (query, class) pairs kept per window.
+        pre_nms_top_k (`int` or None, defaults to 2000): best candidates of a video (over all
+            its windows) that enter the merging, as ActionFormer's `pre_nms_topk`; None keeps all.
         nms_method (`str`, defaults to `"nms"`): how overlapping detections of one video are
             merged: `nms` (per class), `soft_nms` (Gaussian, per class) or `none`.
         nms_iou_threshold (`float`, defaults to 0.4): NMS suppression threshold; for Soft-NMS
@@ -80,6 +82,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         resize_length: int | None = None,
         min_segment_coverage: float = 0.75,
         top_k_per_window: int = 200,
+        pre_nms_top_k: int | None = 2000,
         nms_method: str = "nms",
         nms_iou_threshold: float = 0.4,
         soft_nms_sigma: float = 0.5,
@@ -95,6 +98,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         self.resize_length = resize_length
         self.min_segment_coverage = min_segment_coverage
         self.top_k_per_window = top_k_per_window
+        self.pre_nms_top_k = pre_nms_top_k
         self.nms_method = nms_method
         self.nms_iou_threshold = nms_iou_threshold
         self.soft_nms_sigma = soft_nms_sigma
@@ -131,15 +135,27 @@ class SelfDetrProcessor(FeatureExtractionMixin):
                 "SelfDetrProcessor needs exactly one of window_size (sliding windows) and resize_length "
                 f"(resize whole videos); got window_size={self.window_size}, resize_length={self.resize_length}"
             )
-        for name in ("window_size", "train_window_stride", "test_window_stride", "resize_length",
-                     "top_k_per_window", "top_k_per_video", "fusion_top_k"):  # fmt: skip
+        for name in (
+            "window_size",
+            "train_window_stride",
+            "test_window_stride",
+            "resize_length",
+            "top_k_per_window",
+            "pre_nms_top_k",
+            "top_k_per_video",
+            "fusion_top_k",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"SelfDetrProcessor.{name} must be a positive integer; got {value!r}")
         if self.nms_method not in NMS_METHODS:
-            raise ValueError(f"SelfDetrProcessor.nms_method must be one of {', '.join(NMS_METHODS)}; got {self.nms_method!r}")
+            raise ValueError(
+                f"SelfDetrProcessor.nms_method must be one of {', '.join(NMS_METHODS)}; got {self.nms_method!r}"
+            )
         if not 0.0 < self.min_segment_coverage <= 1.0:
-            raise ValueError(f"SelfDetrProcessor.min_segment_coverage must lie in (0, 1]; got {self.min_segment_coverage}")
+            raise ValueError(
+                f"SelfDetrProcessor.min_segment_coverage must lie in (0, 1]; got {self.min_segment_coverage}"
+            )
         if self.soft_nms_sigma <= 0:
             raise ValueError(f"SelfDetrProcessor.soft_nms_sigma must be > 0; got {self.soft_nms_sigma}")
 
@@ -221,10 +237,10 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         """Turn the outputs of many windows of many videos into detections per video.
 
         Steps: sigmoid scores; the `top_k_per_window` best (query, class) pairs per window;
-        segments mapped from window coordinates to seconds (clipped to the video); all windows
-        of a video merged by `nms_method` (per class); the `top_k_per_video` best kept;
-        optionally fused with a video-level classifier (`fusion_top_k` classes per detection,
-        score ``sqrt(class score * detection score)``).
+        segments mapped from window coordinates to seconds (clipped to the video); the
+        `pre_nms_top_k` best of all windows of a video merged by `nms_method` (per class);
+        the `top_k_per_video` best kept; optionally fused with a video-level classifier
+        (`fusion_top_k` classes per detection, score ``sqrt(class score * detection score)``).
 
         Args:
             outputs: model outputs with `logits` ``(N, Nq, K)`` and `pred_segments`
@@ -244,51 +260,77 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             "label_names": list[str]}}``, best first, videos in order of appearance.
         """
         logits, pred_segments = _logits_and_segments(outputs)
-        num_windows, num_queries, num_classes = logits.shape
-        if len(window_metadata) != num_windows:
-            raise ValueError(f"{num_windows} windows of outputs but {len(window_metadata)} window_metadata entries")
+        if len(window_metadata) != len(logits):
+            raise ValueError(f"{len(logits)} windows of outputs but {len(window_metadata)} window_metadata entries")
+        segments, scores, labels = self._window_detections(logits, pred_segments, window_metadata)
 
+        window_videos = [entry["video_id"] for entry in window_metadata]
+        video_ids = list(dict.fromkeys(window_videos))
+        row_of = {video_id: row for row, video_id in enumerate(video_ids)}
+        video_index = torch.tensor([row_of[video_id] for video_id in window_videos], dtype=torch.long)
+        segments, scores, labels = _group_by_video(video_index, len(video_ids), segments, scores, labels)
+        segments, scores, labels = self._merge_overlaps(segments, scores, labels)  # (V, M, 2), (V, M), (V, M)
+        best_scores, best = scores.topk(min(self.top_k_per_video, scores.shape[1]), dim=1)  # (V, k')
+
+        names = _names(classifier_id2label if classifier_scores is not None else id2label)
+        results = {}
+        for row, video_id in enumerate(video_ids):
+            found = best[row][best_scores[row] > 0]
+            detection = {"segments": segments[row, found], "scores": scores[row, found], "labels": labels[row, found]}
+            if classifier_scores is not None:
+                detection = self._fuse_with_classifier(detection, video_id, classifier_scores)
+            detection["label_names"] = [names(label) for label in detection["labels"].tolist()]
+            results[video_id] = detection
+        return results
+
+    def _window_detections(
+        self, logits: torch.Tensor, pred_segments: torch.Tensor, window_metadata: Sequence[Mapping[str, Any]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The `top_k_per_window` best (query, class) pairs of every window, in seconds.
+
+        Args:
+            logits: ``(N, Nq, K)``; pred_segments: ``(N, Nq, 2)`` normalised (center, width).
+
+        Returns:
+            ``(N, k, 2)`` (start, end) seconds clipped to ``[0, duration]``, ``(N, k)``
+            scores, ``(N, k)`` class ids.
+        """
+        num_classes = logits.shape[-1]
         scores = logits.float().sigmoid().flatten(1)  # (N, Nq * K)
-        top_k = min(self.top_k_per_window, num_queries * num_classes)
-        top_scores, top_index = scores.topk(top_k, dim=1)  # (N, k)
-        top_labels = top_index % num_classes
+        top_scores, top_index = scores.topk(min(self.top_k_per_window, scores.shape[1]), dim=1)  # (N, k)
         query = (top_index // num_classes)[..., None].expand(-1, -1, 2)
         window_segments = segment_cw_to_se(pred_segments.float().gather(1, query)).clamp(0, 1)  # (N, k, 2)
 
-        columns = {key: [entry[key] for entry in window_metadata] for key in WINDOW_METADATA_KEYS}
         window_offset, window_length, feature_fps, time_offset, duration = (
-            torch.tensor(columns[key], dtype=torch.float64)[:, None, None] for key in WINDOW_METADATA_KEYS[1:]
+            torch.tensor([entry[key] for entry in window_metadata], dtype=torch.float64)[:, None, None]
+            for key in WINDOW_METADATA_KEYS[1:]
         )  # each (N, 1, 1)
         position = window_offset + window_segments.double() * window_length
-        seconds = torch.minimum(position_to_seconds(position, feature_fps, time_offset).clamp(min=0), duration)
+        seconds = position_to_seconds(position, feature_fps, time_offset).clamp(min=0)
+        return torch.minimum(seconds, duration).float(), top_scores, top_index % num_classes
 
-        video_names = list(dict.fromkeys(columns["video_id"]))
-        video_index = _index_of(columns["video_id"], video_names)
-        segments, scores, labels = _group_by_video(
-            video_index, len(video_names), seconds.float(), top_scores, top_labels
-        )  # (V, M, 2), (V, M), (V, M)
+    def _merge_overlaps(
+        self, segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The `pre_nms_top_k` best candidates of each video, rescored by `min_score` and the
+        per-class `nms_method`: ``(V, M, 2)``, ``(V, M)``, ``(V, M)`` in and out (M capped)."""
+        if self.pre_nms_top_k is not None and scores.shape[1] > self.pre_nms_top_k:
+            scores, best = scores.topk(self.pre_nms_top_k, dim=1)
+            segments, labels = segments.gather(1, best[..., None].expand(-1, -1, 2)), labels.gather(1, best)
         scores = torch.where(scores >= self.min_score, scores, 0.0)
         if self.nms_method == "nms":
             scores = nms(segments, scores, self.nms_iou_threshold, labels=labels, max_segments=self.top_k_per_video)
         elif self.nms_method == "soft_nms":
             scores = soft_nms(
-                segments, scores, sigma=self.soft_nms_sigma, iou_threshold=self.nms_iou_threshold,
-                min_score=self.min_score, labels=labels, max_segments=self.top_k_per_video,
-            )  # fmt: skip
-        best_scores, best = scores.topk(min(self.top_k_per_video, scores.shape[1]), dim=1)  # (V, k')
-
-        results = {}
-        for row, video_id in enumerate(video_names):
-            found = best[row][best_scores[row] > 0]
-            detection = {"segments": segments[row, found], "scores": scores[row, found], "labels": labels[row, found]}
-            if classifier_scores is not None:
-                detection = self._fuse_with_classifier(detection, video_id, classifier_scores)
-                names = _names(classifier_id2label)
-            else:
-                names = _names(id2label)
-            detection["label_names"] = [names(label) for label in detection["labels"].tolist()]
-            results[video_id] = detection
-        return results
+                segments,
+                scores,
+                sigma=self.soft_nms_sigma,
+                iou_threshold=self.nms_iou_threshold,
+                min_score=self.min_score,
+                labels=labels,
+                max_segments=self.top_k_per_video,
+            )
+        return segments, scores, labels
 
     def _fuse_with_classifier(
         self, detection: dict[str, torch.Tensor], video_id: str, classifier_scores: Mapping[str, Any]
@@ -320,19 +362,16 @@ def _per_video(value: float | Sequence[float], count: int, name: str) -> list[fl
     return [float(item) for item in value]
 
 
-def _index_of(names: Sequence[str], unique: list[str]) -> torch.Tensor:
-    position = {name: index for index, name in enumerate(unique)}
-    return torch.tensor([position[name] for name in names], dtype=torch.long)
-
-
 def _logits_and_segments(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, Nq, K)`` logits and ``(N, Nq, 2)`` segments from any of the accepted forms."""
     if isinstance(outputs, Mapping):
         return torch.as_tensor(outputs["logits"]), torch.as_tensor(outputs["pred_segments"])
     if hasattr(outputs, "logits") and hasattr(outputs, "pred_segments"):
         return torch.as_tensor(outputs.logits), torch.as_tensor(outputs.pred_segments)
-    if isinstance(outputs, (list, tuple)) and len(outputs) == 2 and all(
-        isinstance(item, (np.ndarray, torch.Tensor)) for item in outputs
+    if (
+        isinstance(outputs, (list, tuple))
+        and len(outputs) == 2
+        and all(isinstance(item, (np.ndarray, torch.Tensor)) for item in outputs)
     ):
         return torch.as_tensor(outputs[0]), torch.as_tensor(outputs[1])
     if isinstance(outputs, (list, tuple)) and outputs:
@@ -372,7 +411,7 @@ def _group_by_video(
     return grouped_segments, grouped_scores, grouped_labels
 
 
-def _names(id2label: Mapping[int, str] | Sequence[str] | None):
+def _names(id2label: Mapping[int, str] | Sequence[str] | None) -> Callable[[int], str]:
     """A function from class id to name; ``LABEL_<id>`` where no name is given."""
     if id2label is None:
         return lambda label: f"LABEL_{label}"

@@ -52,7 +52,11 @@ def test_presets_hold_the_paper_settings():
     thumos, anet = SelfDetrProcessor.thumos14(), SelfDetrProcessor.activitynet()
     assert (thumos.window_size, thumos.train_window_stride, thumos.test_window_stride) == (128, 32, 96)
     assert (thumos.nms_method, thumos.nms_iou_threshold, thumos.top_k_per_window, thumos.top_k_per_video) == (
-        "nms", 0.4, 200, 200)  # fmt: skip
+        "nms",
+        0.4,
+        200,
+        200,
+    )
     assert (anet.resize_length, anet.window_size, anet.nms_method, anet.soft_nms_sigma) == (192, None, "soft_nms", 0.75)
     assert (anet.nms_iou_threshold, anet.min_score, anet.top_k_per_video, anet.fusion_top_k) == (0.1, 0.001, 100, 2)
 
@@ -76,7 +80,11 @@ def test_call_cuts_test_windows_and_returns_their_metadata():
     inputs = SelfDetrProcessor()([np.zeros((300, 8)), np.zeros((50, 8))], feature_fps=7.5, video_ids=["a", "b"])
     assert inputs["input_features"].shape == (4, 128, 8) and inputs["attention_mask"].shape == (4, 128)
     assert [(m["video_id"], m["window_offset"], m["window_length"]) for m in inputs["window_metadata"]] == [
-        ("a", 0, 128), ("a", 96, 128), ("a", 192, 108), ("b", 0, 50)]  # fmt: skip
+        ("a", 0, 128),
+        ("a", 96, 128),
+        ("a", 192, 108),
+        ("b", 0, 50),
+    ]
     assert inputs["attention_mask"][3].sum() == 50
 
 
@@ -121,8 +129,11 @@ def test_soft_nms_keeps_the_second_view_with_a_decayed_score():
 
 
 def test_windows_of_several_videos_are_grouped_by_video_in_any_order():
-    views = [window_outputs([(0.1, 0.2, 0, 0.9)]), window_outputs([(0.3, 0.4, 1, 0.8)]),
-             window_outputs([(0.5, 0.6, 2, 0.7)])]  # fmt: skip
+    views = [
+        window_outputs([(0.1, 0.2, 0, 0.9)]),
+        window_outputs([(0.3, 0.4, 1, 0.8)]),
+        window_outputs([(0.5, 0.6, 2, 0.7)]),
+    ]
     result = SelfDetrProcessor().post_process_action_detection(
         concat(*views), [metadata("a", 0), metadata("b", 0), metadata("a", 96)]
     )
@@ -146,9 +157,11 @@ def test_classifier_fusion_pairs_each_detection_with_the_top_classes():
     outputs = window_outputs([(0.1, 0.2, 0, 0.64)])
     processor = SelfDetrProcessor.activitynet()
     result = processor.post_process_action_detection(
-        outputs, [metadata("v", 0)], classifier_scores={"v": [0.1, 0.81, 0.25]},
+        outputs,
+        [metadata("v", 0)],
+        classifier_scores={"v": [0.1, 0.81, 0.25]},
         classifier_id2label=["bake", "climb", "dance"],
-    )["v"]  # fmt: skip
+    )["v"]
     assert result["label_names"] == ["climb", "dance"]
     assert result["scores"].tolist() == pytest.approx([math.sqrt(0.81 * 0.64), math.sqrt(0.25 * 0.64)])
     torch.testing.assert_close(result["segments"][0], result["segments"][1])
@@ -181,8 +194,16 @@ def test_metadata_count_must_match_the_windows():
 
 
 def test_processor_and_model_run_end_to_end():
-    config = SelfDetrConfig(feature_dim=16, d_model=32, num_attention_heads=4, ffn_dim=64, encoder_layers=1,
-                            decoder_layers=2, num_queries=6, input_norm_groups=8)  # fmt: skip
+    config = SelfDetrConfig(
+        feature_dim=16,
+        d_model=32,
+        num_attention_heads=4,
+        ffn_dim=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_queries=6,
+        input_norm_groups=8,
+    )
     model = SelfDetrForActionDetection(config).eval()
     processor = SelfDetrProcessor()
     inputs = processor(np.random.default_rng(0).standard_normal((400, 16)), feature_fps=7.5, video_ids=["v"])
@@ -198,9 +219,13 @@ def test_trainer_predictions_with_window_metadata_give_detections_for_every_vide
     processor = SelfDetrProcessor.thumos14()
     test = videos.dataset(processor, training=False)
     arguments = TrainingArguments(
-        output_dir=str(tmp_path), remove_unused_columns=False, eval_do_concat_batches=False,
-        per_device_eval_batch_size=4, report_to=[], use_cpu=True,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        remove_unused_columns=False,
+        eval_do_concat_batches=False,
+        per_device_eval_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+    )
     trainer = Trainer(
         model=SelfDetrForActionDetection(tiny_config), args=arguments, data_collator=SelfDetrDataCollator()
     )
@@ -210,3 +235,9 @@ def test_trainer_predictions_with_window_metadata_give_detections_for_every_vide
     )
     assert list(detections) == list(videos.annotations)
     assert all(len(video["scores"]) > 0 for video in detections.values())
+
+
+def test_pre_nms_top_k_limits_the_candidates_of_a_video():
+    outputs = window_outputs([(0.1 * q, 0.1 * q + 0.05, 0, 0.9 - 0.1 * q) for q in range(NUM_QUERIES)])
+    result = SelfDetrProcessor(pre_nms_top_k=3).post_process_action_detection(outputs, [metadata("v", 0)])["v"]
+    assert result["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7])

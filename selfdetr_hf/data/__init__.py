@@ -4,6 +4,7 @@ from .annotations import VideoAnnotation, detect_format, label_names, load_annot
 from .collator import SelfDetrDataCollator
 from .dataset import FeatureSource, WindowFeatureLoader, build_dataset, open_features, window_metadata
 from .features import FeatureError, FeatureFolder, check_finite, load_feature_file
+from .synthetic import SignalSettings, SyntheticVideos, make_synthetic_videos, thumos14_like_timelines
 from .windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
@@ -20,6 +21,8 @@ __all__ = [
     "FeatureFolder",
     "FeatureSource",
     "SelfDetrDataCollator",
+    "SignalSettings",
+    "SyntheticVideos",
     "VideoAnnotation",
     "WindowFeatureLoader",
     "build_dataset",
@@ -28,12 +31,14 @@ __all__ = [
     "label_names",
     "load_annotations",
     "load_feature_file",
+    "make_synthetic_videos",
     "open_features",
     "pad_window",
     "position_to_seconds",
     "resize_features",
     "seconds_to_position",
     "sliding_windows",
+    "thumos14_like_timelines",
     "window_metadata",
     "window_targets",
 ]

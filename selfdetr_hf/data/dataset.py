@@ -87,6 +87,7 @@ def build_dataset(
 
     rows: dict[str, list] = {key: [] for key in (*WINDOW_METADATA_KEYS, "class_labels", "segments")}
     skipped = []
+    channels = feature_dim  # unless given, the first video fixes the channel count
     for video_id, video in annotations.items():
         try:
             array, source = open_features(features, video_id)
@@ -95,8 +96,7 @@ def build_dataset(
                 raise
             skipped.append(video_id)
             continue
-        num_steps, channels = _check_shape(array, video_id, source, feature_dim)
-        feature_dim = channels
+        num_steps, channels = _check_shape(array, video_id, source, channels)
         rate, time_offset = _video_timing(video, video_id, num_steps, feature_fps, feature_stride, clip_frames)
         labels = _label_ids(video, video_id, label_ids, class_agnostic)
         positions = seconds_to_position(video.segments, rate, time_offset)
@@ -234,9 +234,7 @@ def _video_timing(
     return num_steps / span, 0.0
 
 
-def _label_ids(
-    video: VideoAnnotation, video_id: str, label_ids: Mapping[str, int], class_agnostic: bool
-) -> np.ndarray:
+def _label_ids(video: VideoAnnotation, video_id: str, label_ids: Mapping[str, int], class_agnostic: bool) -> np.ndarray:
     if class_agnostic:
         return np.zeros(len(video.labels), dtype=np.int64)
     unknown = sorted(set(video.labels) - set(label_ids))

@@ -147,7 +147,11 @@ class SyntheticFeatures(Mapping):
         return max(1, math.ceil(self.annotations[video_id].duration * self.feature_fps))
 
     def latent(self, video_id: str, start: int, stop: int) -> np.ndarray:
-        """``(stop - start, M)`` latent signal of steps ``[start, stop)`` of a video."""
+        """``(stop - start, M)`` latent signal of steps ``[start, stop)`` of a video.
+
+        The M = B + K + 2 latent dimensions: background drift (B), classes (K, drift leaking
+        in plus every active instance's signature), start and end bumps (2); all noisy.
+        """
         video = self.annotations[video_id]
         index = self.video_index[video_id]
         signal = self.signal
@@ -158,11 +162,10 @@ class SyntheticFeatures(Mapping):
         periods = rng.uniform(8.0, 120.0, size=(3, BACKGROUND_DIMS + num_classes))  # seconds
         phases = rng.uniform(0, 2 * np.pi, size=periods.shape)
         drift = np.sin(2 * np.pi * times[:, None, None] / periods + phases).sum(axis=1)  # (L, B + K)
-        drift *= signal.background_std / math.sqrt(1.5)
+        drift *= signal.background_std / math.sqrt(1.5)  # three sinusoids of variance 1/2 each
         drift[:, BACKGROUND_DIMS:] *= signal.background_leak
 
-        instances = self._instances(video, index)
-        starts, ends, classes, amplitudes, jitter = instances
+        starts, ends, classes, amplitudes, jitter = self._instances(video, index)
         rising = _sigmoid((times[:, None] - starts) / signal.edge_softness)
         falling = _sigmoid((ends - times[:, None]) / signal.edge_softness)
         envelope = rising * falling * amplitudes  # (L, n)
@@ -203,7 +206,7 @@ class SyntheticFeatureArray:
             raise TypeError("synthetic features support contiguous slices of time steps only")
         start, stop, _ = key.indices(self.shape[0])
         stop = max(start, stop)
-        return (self.source.latent(self.video_id, start, stop) @ self.source.projection).astype(np.float32)
+        return self.source.latent(self.video_id, start, stop).astype(np.float32) @ self.source.projection
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         array = self[:]
@@ -239,9 +242,13 @@ class SyntheticVideos:
             if subset is None or (video.subset or "").lower() == subset.lower()
         }
         return build_dataset(
-            selected, self.features, processor, training=training, label_names=self.label_names,
+            selected,
+            self.features,
+            processor,
+            training=training,
+            label_names=self.label_names,
             feature_fps=self.feature_fps,
-        )  # fmt: skip
+        )
 
 
 def make_synthetic_videos(
@@ -258,9 +265,11 @@ def make_synthetic_videos(
 ) -> SyntheticVideos:
     """Generate a synthetic detection dataset; deterministic for a given ``seed``.
 
-    The defaults make a small, fast set (96 one-minute videos, 5 classes, 64 channels) on
-    which a small Self-DETR learns in minutes on a CPU; ``max_duration=None``,
-    ``feature_dim=2048`` and ``num_classes=20`` give THUMOS14-sized videos.
+    The defaults make a small, fast set (96 videos of at most a minute, 5 classes, 64
+    channels; 72 for training, 24 for testing) on which a small Self-DETR learns in minutes
+    on a CPU; ``max_duration=None``, ``feature_dim=2048`` and ``num_classes=20`` give
+    THUMOS14-sized videos. ``SignalSettings(noise_std=0.35, edge_softness=0.2,
+    boundary_strength=0.8)`` makes the task easier.
 
     Args:
         num_videos: videos to make (built-in timelines), or the first videos of a file to
@@ -322,15 +331,18 @@ def thumos14_like_timelines(
     for index in range(num_videos):
         # instance count and duration drawn jointly (Gaussian copula)
         normal = rng.standard_normal(2)
-        count_level, duration_level = ndtr([normal[0], correlation * normal[0] + math.sqrt(1 - correlation**2) * normal[1]])
+        count_level, duration_level = ndtr(
+            [normal[0], correlation * normal[0] + math.sqrt(1 - correlation**2) * normal[1]]
+        )
         count = max(1, round(np.interp(count_level, QUANTILE_LEVELS, THUMOS14_INSTANCES_PER_VIDEO)))
         duration = float(np.interp(duration_level, QUANTILE_LEVELS, THUMOS14_DURATIONS))
         video_classes = rng.choice(
             num_classes, size=min(num_classes, rng.choice(classes_per_video[0], p=classes_per_video[1])), replace=False
         )
         labels = rng.choice(video_classes, size=count)
-        lengths = np.maximum(class_lengths[labels] * np.exp(_draw(rng, THUMOS14_LENGTH_LOG_DEVIATION, count)),
-                             MIN_SEGMENT_LENGTH)  # fmt: skip
+        lengths = np.maximum(
+            class_lengths[labels] * np.exp(_draw(rng, THUMOS14_LENGTH_LOG_DEVIATION, count)), MIN_SEGMENT_LENGTH
+        )
         gaps = np.maximum(_draw(rng, THUMOS14_GAPS, count - 1), -0.9 * lengths[:-1])
         # background (lead-in, positive gaps, tail) stretched or shrunk to fill the duration
         background = np.concatenate(([_draw(rng, THUMOS14_LEAD_IN)], gaps.clip(min=0), [_draw(rng, THUMOS14_TAIL)]))
@@ -401,7 +413,10 @@ def _block_noise(seed: int, video_index: int, start: int, stop: int, dims: int, 
     drawn per block of ``block`` steps from a generator seeded by (seed, video, block)."""
     first, last = start // block, max(start, stop - 1) // block
     noise = np.concatenate(
-        [np.random.default_rng([seed, 4, video_index, b]).standard_normal((block, dims)) for b in range(first, last + 1)]
+        [
+            np.random.default_rng([seed, 4, video_index, b]).standard_normal((block, dims))
+            for b in range(first, last + 1)
+        ]
     )
     return noise[start - first * block : stop - first * block]
 

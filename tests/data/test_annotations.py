@@ -66,7 +66,9 @@ def test_activitynet_style_string_segments_equal_the_actionformer_numbers(shared
     video = strings["video_test_0000004"]
     assert video.duration is None and video.fps is None
     order = np.lexsort(numbers["video_test_0000004"].segments.T[::-1])
-    np.testing.assert_array_equal(np.sort(video.segments, axis=0), np.sort(numbers["video_test_0000004"].segments[order], axis=0))
+    np.testing.assert_array_equal(
+        np.sort(video.segments, axis=0), np.sort(numbers["video_test_0000004"].segments[order], axis=0)
+    )
 
 
 def test_bsn_file_takes_subset_and_fps_from_video_info(shared_data):
@@ -161,6 +163,9 @@ def test_unknown_subset_lists_the_subsets_present(write_json):
 
 
 def test_label_names_are_sorted_and_distinct(write_json):
-    path = write_json(database([{"label": "b", "segment": [1, 2]}, {"label": "a", "segment": [2, 3]},
-                                {"label": "b", "segment": [4, 5]}]))  # fmt: skip
+    path = write_json(
+        database(
+            [{"label": "b", "segment": [1, 2]}, {"label": "a", "segment": [2, 3]}, {"label": "b", "segment": [4, 5]}]
+        )
+    )
     assert label_names(load_annotations(path)) == ["a", "b"]

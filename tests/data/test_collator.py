@@ -60,12 +60,20 @@ def test_trainer_runs_on_the_dataset_with_the_collator(tiny_config, tmp_path):
     dataset = videos.dataset(SelfDetrProcessor.thumos14())
     tiny_config.id2label = dict(enumerate(videos.label_names))
     arguments = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, remove_unused_columns=False,
-        report_to=[], save_strategy="no", use_cpu=True, dataloader_num_workers=0,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        remove_unused_columns=False,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
     trainer = transformers.Trainer(
-        model=SelfDetrForActionDetection(tiny_config), args=arguments, train_dataset=dataset,
+        model=SelfDetrForActionDetection(tiny_config),
+        args=arguments,
+        train_dataset=dataset,
         data_collator=SelfDetrDataCollator(),
-    )  # fmt: skip
+    )
     result = trainer.train()
     assert result.global_step == 2 and np.isfinite(result.training_loss)

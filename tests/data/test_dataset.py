@@ -35,8 +35,10 @@ def annotations():
 @pytest.fixture
 def features():
     rng = np.random.default_rng(0)
-    return {"a": rng.standard_normal((450, CHANNELS)).astype(np.float32),
-            "b": rng.standard_normal((150, CHANNELS)).astype(np.float32)}  # fmt: skip
+    return {
+        "a": rng.standard_normal((450, CHANNELS)).astype(np.float32),
+        "b": rng.standard_normal((150, CHANNELS)).astype(np.float32),
+    }
 
 
 @pytest.fixture

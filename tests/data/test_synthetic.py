@@ -34,7 +34,9 @@ def test_embedded_statistics_are_those_of_the_real_thumos14_file(thumos14):
     medians = {name: np.median(lengths[labels == name]) for name in set(labels)}
     deviation = np.log(lengths / np.array([medians[name] for name in labels]))
     close = {"rtol": 0, "atol": 6e-4}  # the constants are rounded to 3 decimals
-    np.testing.assert_allclose(quantiles([len(v.labels) for v in videos]), synthetic.THUMOS14_INSTANCES_PER_VIDEO, **close)
+    np.testing.assert_allclose(
+        quantiles([len(v.labels) for v in videos]), synthetic.THUMOS14_INSTANCES_PER_VIDEO, **close
+    )
     np.testing.assert_allclose(quantiles([v.duration for v in videos]), synthetic.THUMOS14_DURATIONS, **close)
     np.testing.assert_allclose(quantiles(gaps), synthetic.THUMOS14_GAPS, **close)
     np.testing.assert_allclose(quantiles([s[0, 0] for s in ordered]), synthetic.THUMOS14_LEAD_IN, **close)
@@ -52,7 +54,9 @@ def test_embedded_count_duration_correlation_is_that_of_the_real_file(thumos14):
 
     counts = normal_scores([len(v.labels) for v in thumos14.values()])
     durations = normal_scores([v.duration for v in thumos14.values()])
-    assert np.corrcoef(counts, durations)[0, 1] == pytest.approx(synthetic.THUMOS14_COUNT_DURATION_CORRELATION, abs=0.01)
+    assert np.corrcoef(counts, durations)[0, 1] == pytest.approx(
+        synthetic.THUMOS14_COUNT_DURATION_CORRELATION, abs=0.01
+    )
 
 
 def test_built_in_timelines_resemble_thumos14(thumos14):
@@ -132,7 +136,7 @@ def test_num_classes_keeps_the_first_label_names_of_a_file(thumos14):
 
 
 def test_frames_of_a_class_are_separable_but_not_perfectly(shared_data):
-    videos = make_synthetic_videos(num_videos=96, seed=0)
+    videos = make_synthetic_videos()
     frames, classes = [], []
     for video_id, video in videos.annotations.items():
         times = (np.arange(videos.features[video_id].shape[0]) + 0.5) / videos.feature_fps
