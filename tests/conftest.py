@@ -7,6 +7,10 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The tests' models are tiny: one thread is faster than two and does not thrash when
+# other processes share the cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
