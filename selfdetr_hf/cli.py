@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
+from .features.commands import add_extract_arguments, add_extraction_arguments, run_extract
 from .training.commands import add_data_arguments, add_demo_arguments, add_train_arguments, run_demo, run_train
 
 
@@ -40,27 +41,52 @@ def _load_model(args: argparse.Namespace):
 
 def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
-    parser.add_argument("--features", required=True, metavar="FILE_OR_DIR", help="one feature file or a folder")
-    parser.add_argument("--feature-fps", type=float, required=True, help="feature steps per second")
-    parser.add_argument("--time-offset", type=float, default=0.0, help="seconds of feature step 0 (default: 0)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--features", metavar="FILE_OR_DIR", help="one feature file or a folder")
+    source.add_argument(
+        "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
+    )
+    parser.add_argument(
+        "--feature-fps", type=float, help="feature steps per second (default: from extract-features' metadata)"
+    )
+    parser.add_argument(
+        "--time-offset", type=float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
+    )
     parser.add_argument("--feature-layout", choices=("TC", "CT"), default="TC", help="array layout (default: TC)")
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
+    extraction = add_extraction_arguments(parser, "feature extraction (with --videos; clips batched by --batch-size)")
+    extraction.add_argument("--feature-dir", metavar="DIR", help="keep the features here (default: a temporary folder)")
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    """Detections in seconds for one feature file or every file of a folder."""
+    """Detections in seconds for one feature file, every file of a folder, or videos.
+
+    Features from `extract-features` (and those of ``--videos``) are timed by their metadata;
+    others need ``--feature-fps``.
+    """
     from .evaluation import submission_entries, write_submission
+    from .features.pipeline import detect_extracted, detect_videos
     from .inference import as_submission, detect, read_features
 
-    features = read_features(args.features, layout=args.feature_layout)
-    model, processor = _load_model(args)
-    detections = as_submission(
-        detect(
+    if args.videos:
+        model, processor = _load_model(args)
+        found = detect_videos(
+            model, processor, args.videos, feature_dir=args.feature_dir, backbone=args.backbone,
+            clip_len=args.clip_len, stride=args.stride, batch_size=args.batch_size, dtype=args.dtype,
+            on_error="error" if args.strict else "skip",
+        )  # fmt: skip
+    elif args.feature_fps is None:
+        model, processor = _load_model(args)
+        found = detect_extracted(model, processor, args.features, batch_size=args.batch_size)
+    else:
+        features = read_features(args.features, layout=args.feature_layout)
+        model, processor = _load_model(args)
+        found = detect(
             model, processor, features, feature_fps=args.feature_fps, time_offset=args.time_offset,
             batch_size=args.batch_size,
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+    detections = as_submission(found)
     output = Path(args.output)
     if output.suffix.lower() == ".csv":
         with output.open("w", newline="", encoding="utf-8") as handle:
@@ -222,7 +248,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": ("train, evaluate, save, reload and detect on the built-in synthetic data", add_demo_arguments, run_demo),
     "train": ("train with Accelerate (the paper's recipes; DDP with accelerate launch)", add_train_arguments, run_train),
     "evaluate": ("mAP of a model on annotated features, and its submission file", _add_evaluate_arguments, _run_evaluate),
-    "detect": ("detections in seconds for feature files (JSON or CSV)", _add_detect_arguments, _run_detect),
+    "extract-features": ("features of videos from a transformers video model", add_extract_arguments, run_extract),
+    "detect": ("detections in seconds for feature files or videos (JSON or CSV)", _add_detect_arguments, _run_detect),
     "convert": ("convert an original Self-DETR checkpoint", _add_convert_arguments, _run_convert),
     "push": ("upload a saved model with its model card to the Hub", _add_push_arguments, _run_push),
     "score": ("score an ActivityNet submission (mAP, ActivityNet protocol)", add_score_arguments, run_score),
