@@ -250,7 +250,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 30
 
 
 def run_demo(args: argparse.Namespace) -> int:
