@@ -140,14 +140,14 @@ def masked_group_norm(features: torch.Tensor, valid: torch.Tensor, norm: nn.Grou
 
 def dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p``, scale the rest by
-    ``1 / (1 - p)``. On CPU the mask comes from a uniform draw and one ``where``, which
-    is about twice as fast as ``F.dropout``'s Bernoulli sampler; elsewhere ``F.dropout``."""
+    ``1 / (1 - p)``. On CPU the mask comes from a uniform draw, which is about twice as
+    fast as ``F.dropout``'s Bernoulli sampler; elsewhere ``F.dropout``."""
     if not training or p == 0:
         return hidden
     if hidden.device.type != "cpu":
         return F.dropout(hidden, p, training=True)
     keep = torch.rand_like(hidden) >= p
-    return torch.where(keep, hidden * (1 / (1 - p)), 0.0)
+    return hidden * keep * (1 / (1 - p))
 
 
 def multi_head_attention(
