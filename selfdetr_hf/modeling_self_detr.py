@@ -211,17 +211,9 @@ class SelfDetrMLP(nn.Module):
         return hidden
 
 
-class SelfDetrPReLU(nn.PReLU):
-    """PReLU with one learned slope, as ``max(x, 0) + w * min(x, 0)``: the same values as
-    ``nn.PReLU``, whose CPU backward kernel is several times slower than these ops."""
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden.clamp(min=0) + self.weight * hidden.clamp(max=0)
-
-
 def build_activation(name: str) -> nn.Module:
     """``prelu`` (one learned slope), ``relu`` or ``gelu`` as a module."""
-    return {"prelu": SelfDetrPReLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
+    return {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
 
 
 class SelfDetrFeedForward(nn.Module):
