@@ -63,6 +63,8 @@ def push_model(
     Raises:
         ValueError: ``model_dir`` is not a saved Self-DETR model, or it has no model card and
             none is given.
+        OSError: the Hub refused the push (``HfHubHTTPError``) or could not be reached
+            (``ConnectionError`` naming the endpoint).
     """
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
@@ -72,11 +74,16 @@ def push_model(
     elif not card_file.is_file():
         raise ValueError(f"{model_dir} has no README.md model card: pass model_card= (see selfdetr_hf.model_card)")
     api = HfApi(token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo.repo_id,
-        folder_path=model_dir,
-        allow_patterns=MODEL_FILES,
-        commit_message=commit_message,
-    )
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=model_dir,
+            allow_patterns=MODEL_FILES,
+            commit_message=commit_message,
+        )
+    except OSError:
+        raise
+    except Exception as error:  # the client's HTTP backend raises transport errors of its own types
+        raise ConnectionError(f"could not push {model_dir} to {repo_id} on {api.endpoint}: {error}") from error
     return commit.commit_url

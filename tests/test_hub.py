@@ -5,6 +5,9 @@ Every Hub call runs the real ``huggingface_hub`` client in a fresh interpreter
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,3 +251,28 @@ def test_cli_push_of_missing_directory_is_a_one_line_error(tmp_path, capsys):
     assert status == 2
     assert "missing has no config.json" in error
     assert "Traceback" not in error
+
+
+def test_cli_push_to_an_unreachable_hub_is_a_one_line_error(tmp_path, tiny_config):
+    """No server listens on the loopback discard port: the push fails fast, without a traceback."""
+    SelfDetrForActionDetection(tiny_config).save_pretrained(tmp_path / "model")
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_TOKEN": "dummy-token",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "selfdetr_hf.cli",
+        "push",
+        str(tmp_path / "model"),
+        "org/model",
+        "--dataset-name",
+        "mine",
+    ]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "could not push" in result.stderr and "127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
