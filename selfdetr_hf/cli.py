@@ -35,6 +35,11 @@ def _load_model(args: argparse.Namespace):
     try:
         processor = SelfDetrProcessor.from_pretrained(args.model)
     except OSError:
+        print(
+            f"selfdetr: {args.model} has no preprocessor_config.json; using the THUMOS14 windowing and "
+            "post-processing (save the processor next to the model to choose others)",
+            file=sys.stderr,
+        )
         processor = SelfDetrProcessor.thumos14()
     return model, processor
 
