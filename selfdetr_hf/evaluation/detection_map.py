@@ -74,9 +74,14 @@ class DetectionMAP:
 
     def table(self) -> str:
         """Two text rows: the thresholds and the mAP in percent, with the average."""
-        header = "tIoU     " + "".join(f"{t:>8.2f}" for t in self.tiou_thresholds) + "     avg"
-        values = "mAP (%)  " + "".join(f"{100 * m:>8.2f}" for m in self.mAP) + f"{100 * self.average_mAP:>8.2f}"
-        return f"{header}\n{values}"
+        return map_table(self.tiou_thresholds, self.mAP, self.average_mAP)
+
+
+def map_table(tiou_thresholds: Sequence[float], mAP: Sequence[float], average_mAP: float) -> str:
+    """Two text rows: the thresholds and the mAP (fractions) in percent, with the average."""
+    header = "tIoU     " + "".join(f"{t:>8.2f}" for t in tiou_thresholds) + "     avg"
+    values = "mAP (%)  " + "".join(f"{100 * m:>8.2f}" for m in mAP) + f"{100 * average_mAP:>8.2f}"
+    return f"{header}\n{values}"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..data import FeatureFolder, build_dataset, load_annotations
 from ..data.synthetic import make_synthetic_videos
+from ..evaluation.detection_map import map_table
 from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
 from .recipes import RECIPES, TrainingRecipe
@@ -123,7 +124,10 @@ def load_data(
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where the model, logs and checkpoints are written")
     parser.add_argument(
-        "--preset", choices=tuple(RECIPES), default="thumos14", help="the paper's recipe and windowing (default: thumos14)"
+        "--preset",
+        choices=tuple(RECIPES),
+        default="thumos14",
+        help="the paper's recipe and windowing (default: thumos14)",
     )
     add_data_arguments(parser)
     parser.add_argument("--train-subset", help="subset to train on (default: the preset's, e.g. validation)")
@@ -231,20 +235,15 @@ def finish_run(output_dir: str | Path, model, metrics: dict, *, dataset_name: st
     )
     (output_dir / "README.md").write_text(card, encoding="utf-8")
     if metrics:
-        print(_metrics_table(metrics))
+        print(map_table(metrics["tiou_thresholds"], metrics["mAP"], metrics["average_mAP"]))
     if push_to:
         print(f"pushed to {push_model(output_dir, push_to)}")
 
 
-def _metrics_table(metrics: dict) -> str:
-    thresholds, values = metrics["tiou_thresholds"], metrics["mAP"]
-    header = "tIoU     " + "".join(f"{t:>8.2f}" for t in thresholds) + "     avg"
-    row = "mAP (%)  " + "".join(f"{100 * m:>8.2f}" for m in values) + f"{100 * metrics['average_mAP']:>8.2f}"
-    return f"{header}\n{row}"
-
-
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="demo_output", help="where everything is written (default: demo_output)")
+    parser.add_argument(
+        "--output-dir", default="demo_output", help="where everything is written (default: demo_output)"
+    )
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs (default: {DEMO_EPOCHS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
