@@ -22,11 +22,10 @@ import argparse
 
 from transformers import Trainer, TrainingArguments
 
-from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
 from selfdetr_hf.data import SelfDetrDataCollator, window_metadata
 from selfdetr_hf.evaluation.metric import build_compute_metrics
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
-from selfdetr_hf.training.commands import PRESET_SUBSETS, add_data_arguments, load_data
+from selfdetr_hf.training.commands import PRESET_SUBSETS, add_data_arguments, build_model, load_data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,14 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_subset=args.train_subset or PRESET_SUBSETS[preset][0],
         eval_subset=args.eval_subset or PRESET_SUBSETS[preset][1],
     )
-    id2label = dict(enumerate(data.label_names))
-    if args.model:
-        # A new label set gets a freshly initialised class head; every other weight is kept.
-        model = SelfDetrForActionDetection.from_pretrained(
-            args.model, id2label=id2label, label2id=None, ignore_mismatched_sizes=True
-        )
-    else:
-        model = SelfDetrForActionDetection(SelfDetrConfig(feature_dim=data.feature_dim, id2label=id2label))
+    # From scratch, or from a pretrained model whose class head is re-initialised for the data's labels.
+    model = build_model(data.label_names, data.feature_dim, pretrained=args.model)
 
     training_args = TrainingArguments(
         output_dir=args.output_dir,

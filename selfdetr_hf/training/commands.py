@@ -154,27 +154,32 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--push-to-hub", metavar="REPO_ID", help="push the final model, processor and card to the Hub")
 
 
-def build_model(args: argparse.Namespace, label_names: list[str], feature_dim: int):
-    """A new model for the data, or a pretrained one with the data's label set."""
+def build_model(
+    label_names: list[str],
+    feature_dim: int,
+    *,
+    pretrained: str | None = None,
+    encoder_feedback: bool = True,
+    decoder_feedback: bool = True,
+    num_queries: int | None = None,
+):
+    """A new model for the data, or a pretrained one with the data's label set (a new
+    label set gets a freshly initialised class head; every other weight is kept)."""
     from .. import SelfDetrConfig, SelfDetrForActionDetection
 
     id2label = dict(enumerate(label_names))
-    overrides = {}
-    if args.no_encoder_feedback:
-        overrides["encoder_feedback"] = False
-    if args.no_decoder_feedback:
-        overrides["decoder_feedback"] = False
-    if args.model:
+    overrides = {"encoder_feedback": encoder_feedback, "decoder_feedback": decoder_feedback}
+    if pretrained:
         model = SelfDetrForActionDetection.from_pretrained(
-            args.model, id2label=id2label, label2id=None, ignore_mismatched_sizes=True, **overrides
+            pretrained, id2label=id2label, label2id=None, ignore_mismatched_sizes=True, **overrides
         )
         if model.config.feature_dim != feature_dim:
             raise ValueError(
-                f"--model {args.model} expects {model.config.feature_dim}-d features, the data has {feature_dim}"
+                f"model {pretrained} expects {model.config.feature_dim}-d features, the data has {feature_dim}"
             )
         return model
-    if args.num_queries:
-        overrides["num_queries"] = args.num_queries
+    if num_queries:
+        overrides["num_queries"] = num_queries
     return SelfDetrForActionDetection(SelfDetrConfig(feature_dim=feature_dim, id2label=id2label, **overrides))
 
 
@@ -186,7 +191,14 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_data(
         args, processor, train_subset=train_subset, eval_subset=eval_subset, class_agnostic=args.class_agnostic
     )
-    model = build_model(args, data.label_names, data.feature_dim)
+    model = build_model(
+        data.label_names,
+        data.feature_dim,
+        pretrained=args.model,
+        encoder_feedback=not args.no_encoder_feedback,
+        decoder_feedback=not args.no_decoder_feedback,
+        num_queries=args.num_queries,
+    )
     training_args = AccelerateTrainingArguments(
         output_dir=args.output_dir,
         recipe=args.preset,
