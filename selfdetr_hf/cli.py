@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub.errors import StrictDataclassError
 
 from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
 from .features.commands import add_extract_arguments, add_extraction_arguments, run_extract
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (ValueError, OSError) as error:
         print(f"selfdetr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except StrictDataclassError as error:  # a config field out of range, e.g. in a model's config.json
+        print(f"selfdetr {args.command}: error: invalid configuration: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
 
 

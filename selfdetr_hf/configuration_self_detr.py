@@ -1,8 +1,10 @@
 """Configuration of Self-DETR (Kim et al., ICCV 2023) for temporal action detection."""
 
-from __future__ import annotations
+from typing import Any, Literal
 
+from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.utils.type_validators import interval, positive_int_field, probability
 
 THUMOS14_CLASSES = (
     "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving",
@@ -11,52 +13,100 @@ THUMOS14_CLASSES = (
     "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
 )  # fmt: skip
 
-ACTIVATIONS = ("prelu", "relu", "gelu")
-ENCODER_AGGREGATIONS = ("matmul", "average", "last")
-DECODER_GUIDANCES = ("layer", "last", "average")
+Activation = Literal["prelu", "relu", "gelu"]
+EncoderAggregation = Literal["matmul", "average", "last"]
+DecoderGuidance = Literal["layer", "last", "average"]
+
+non_negative = interval(min=0)
 
 
+@strict
 class SelfDetrConfig(PreTrainedConfig):
-    r"""Configuration of a [`SelfDetrModel`] / [`SelfDetrForActionDetection`].
+    r"""
+    This is the configuration class to store the configuration of a [`SelfDetrModel`] or a
+    [`SelfDetrForActionDetection`]. The defaults reproduce the THUMOS14 setting of the paper
+    (I3D two-stream features, 20 classes): a model of 8,100,973 parameters.
 
-    Defaults reproduce the THUMOS14 setting of the paper (I3D two-stream features,
-    20 classes): 8,100,973 parameters.
+    Every field is checked when it is set (at construction, by `from_pretrained` overrides and by
+    attribute assignment), and the fields that constrain each other (`d_model` against
+    `num_attention_heads` and `input_norm_groups`, the matching costs) at construction, after
+    `from_pretrained` and `from_dict` overrides, and before `save_pretrained` writes
+    `config.json`. A violation raises `huggingface_hub.errors.StrictDataclassFieldValidationError`
+    or `StrictDataclassClassValidationError` naming the field.
 
     Args:
-        feature_dim (`int`, defaults to 2048): channels of the input feature sequence.
-        d_model (`int`, defaults to 256): hidden size of the transformer.
-        num_attention_heads (`int`, defaults to 8): heads of every attention block.
-        ffn_dim (`int`, defaults to 1024): hidden size of the feed-forward blocks.
-        dropout (`float`, defaults to 0.1): attention, residual and feed-forward dropout.
-        activation_function (`str`, defaults to `"prelu"`): feed-forward activation,
-            one of `prelu` (one learned slope per layer), `relu`, `gelu`.
-        encoder_layers (`int`, defaults to 2): post-norm encoder layers.
-        decoder_layers (`int`, defaults to 4): post-norm decoder layers.
-        num_queries (`int`, defaults to 40): learned anchors (action slots) per window.
-        input_norm_groups (`int`, defaults to 32): groups of the GroupNorm after the input
-            projection; must divide `d_model`.
-        id2label (`dict[int, str]`): class names; defaults to the 20 THUMOS14 classes. Use a
-            single class (e.g. `{0: "action"}`) for class-agnostic ActivityNet training.
-        class_cost / segment_cost / tiou_cost (`float`, 6 / 5 / 2): Hungarian matching
-            cost weights of the focal cost, the L1 distance and the (negated) tIoU.
-        focal_loss_weight / l1_loss_weight / tiou_loss_weight (`float`, 2 / 5 / 2):
-            weights of the detection losses for the final and every auxiliary output.
-        focal_alpha / focal_gamma (`float`, 0.25 / 2.0): sigmoid focal loss parameters.
-        auxiliary_loss (`bool`, defaults to `True`): supervise every decoder layer.
-        encoder_feedback / decoder_feedback (`bool`, defaults to `True`): the
-            self-feedback KL terms on encoder and decoder self-attention (Eq. 5, 6).
-        encoder_feedback_weight / decoder_feedback_weight (`float`, 5 / 5): their weights.
-        encoder_aggregation (`str`, defaults to `"matmul"`): how encoder layers' maps are
-            combined before the KL (Eq. 4): `matmul`, `average`, `last`.
-        decoder_guidance (`str`, defaults to `"layer"`): which decoder self-attention is
-            paired with which guidance: `layer`, `last`, `average`.
+        feature_dim (`int`, *optional*, defaults to 2048):
+            Channels `C` of the input feature sequence `(batch_size, sequence_length, C)`.
+        d_model (`int`, *optional*, defaults to 256):
+            Hidden size of the encoder and decoder; must be divisible by `num_attention_heads` and by
+            `input_norm_groups`.
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Heads of every self- and cross-attention block.
+        ffn_dim (`int`, *optional*, defaults to 1024):
+            Hidden size of the feed-forward blocks.
+        dropout (`float`, *optional*, defaults to 0.1):
+            Attention, residual and feed-forward dropout, in `[0, 1)`.
+        activation_function (`str`, *optional*, defaults to `"prelu"`):
+            Feed-forward activation: `"prelu"` (one learned slope per layer), `"relu"` or `"gelu"`.
+        encoder_layers (`int`, *optional*, defaults to 2):
+            Post-norm encoder layers.
+        decoder_layers (`int`, *optional*, defaults to 4):
+            Post-norm decoder layers, each refining the anchors.
+        num_queries (`int`, *optional*, defaults to 40):
+            Learned anchors (action slots) per window: the most actions one window can hold.
+        input_norm_groups (`int`, *optional*, defaults to 32):
+            Groups of the GroupNorm after the input projection; must divide `d_model`.
+        id2label (`dict[int, str]`, *optional*):
+            Class names; defaults to the 20 THUMOS14 classes. A single class (e.g. `{0: "action"}`)
+            gives class-agnostic training (ActivityNet).
+        class_cost (`float`, *optional*, defaults to 6.0):
+            Weight of the focal classification cost in the Hungarian matching.
+        segment_cost (`float`, *optional*, defaults to 5.0):
+            Weight of the L1 distance of (center, width) in the Hungarian matching.
+        tiou_cost (`float`, *optional*, defaults to 2.0):
+            Weight of the negated tIoU in the Hungarian matching. The three costs cannot all be 0.
+        focal_loss_weight (`float`, *optional*, defaults to 2.0):
+            Weight of the sigmoid focal loss, for the final and every auxiliary output.
+        l1_loss_weight (`float`, *optional*, defaults to 5.0):
+            Weight of the L1 segment loss, for the final and every auxiliary output.
+        tiou_loss_weight (`float`, *optional*, defaults to 2.0):
+            Weight of the `1 - tIoU` loss, for the final and every auxiliary output.
+        focal_alpha (`float`, *optional*, defaults to 0.25):
+            Alpha of the sigmoid focal loss, in `[0, 1]`.
+        focal_gamma (`float`, *optional*, defaults to 2.0):
+            Gamma of the sigmoid focal loss.
+        auxiliary_loss (`bool`, *optional*, defaults to `True`):
+            Whether every decoder layer's output is supervised (auxiliary losses).
+        encoder_feedback (`bool`, *optional*, defaults to `True`):
+            Whether the self-feedback KL term on encoder self-attention is trained (Eq. 5).
+        decoder_feedback (`bool`, *optional*, defaults to `True`):
+            Whether the self-feedback KL term on decoder self-attention is trained (Eq. 6).
+        encoder_feedback_weight (`float`, *optional*, defaults to 5.0):
+            Weight of the encoder self-feedback term in Eq. 9.
+        decoder_feedback_weight (`float`, *optional*, defaults to 5.0):
+            Weight of the decoder self-feedback term in Eq. 9.
+        encoder_aggregation (`str`, *optional*, defaults to `"matmul"`):
+            How the encoder layers' maps are combined before the KL (Eq. 4): `"matmul"`, `"average"`
+            or `"last"`.
+        decoder_guidance (`str`, *optional*, defaults to `"layer"`):
+            Which decoder self-attention is paired with which guidance: `"layer"`, `"last"` or
+            `"average"`.
 
     Example:
 
     ```python
     >>> from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
+
+    >>> # the THUMOS14 setting
+    >>> config = SelfDetrConfig()
+    >>> config.num_labels, config.num_queries
+    (20, 40)
+
+    >>> # your own classes and feature size
     >>> config = SelfDetrConfig(id2label={0: "jump", 1: "throw"}, feature_dim=1024)
     >>> model = SelfDetrForActionDetection(config)
+    >>> model.config.label2id
+    {'jump': 0, 'throw': 1}
     ```
     """
 
@@ -79,31 +129,31 @@ class SelfDetrConfig(PreTrainedConfig):
         "loss_dict",
     ]
 
-    feature_dim: int = 2048
-    d_model: int = 256
-    num_attention_heads: int = 8
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    activation_function: str = "prelu"
-    encoder_layers: int = 2
-    decoder_layers: int = 4
-    num_queries: int = 40
-    input_norm_groups: int = 32
-    class_cost: float = 6.0
-    segment_cost: float = 5.0
-    tiou_cost: float = 2.0
-    focal_loss_weight: float = 2.0
-    l1_loss_weight: float = 5.0
-    tiou_loss_weight: float = 2.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    feature_dim: int = positive_int_field(default=2048)
+    d_model: int = positive_int_field(default=256)
+    num_attention_heads: int = positive_int_field(default=8)
+    ffn_dim: int = positive_int_field(default=1024)
+    dropout: float | int = interval(min=0.0, max=1.0, exclude_max=True)(default=0.1)
+    activation_function: Activation = "prelu"
+    encoder_layers: int = positive_int_field(default=2)
+    decoder_layers: int = positive_int_field(default=4)
+    num_queries: int = positive_int_field(default=40)
+    input_norm_groups: int = positive_int_field(default=32)
+    class_cost: float | int = non_negative(default=6.0)
+    segment_cost: float | int = non_negative(default=5.0)
+    tiou_cost: float | int = non_negative(default=2.0)
+    focal_loss_weight: float | int = non_negative(default=2.0)
+    l1_loss_weight: float | int = non_negative(default=5.0)
+    tiou_loss_weight: float | int = non_negative(default=2.0)
+    focal_alpha: float | int = probability(default=0.25)
+    focal_gamma: float | int = non_negative(default=2.0)
     auxiliary_loss: bool = True
     encoder_feedback: bool = True
     decoder_feedback: bool = True
-    encoder_feedback_weight: float = 5.0
-    decoder_feedback_weight: float = 5.0
-    encoder_aggregation: str = "matmul"
-    decoder_guidance: str = "layer"
+    encoder_feedback_weight: float | int = non_negative(default=5.0)
+    decoder_feedback_weight: float | int = non_negative(default=5.0)
+    encoder_aggregation: EncoderAggregation = "matmul"
+    decoder_guidance: DecoderGuidance = "layer"
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
@@ -112,49 +162,34 @@ class SelfDetrConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.label2id is None:
             self.label2id = {name: index for index, name in self.id2label.items()}
-        self._check_values()
 
-    def _check_values(self) -> None:
-        """Raise `ValueError` naming the first field whose value is not allowed."""
-        choices = {
-            "activation_function": ACTIVATIONS,
-            "encoder_aggregation": ENCODER_AGGREGATIONS,
-            "decoder_guidance": DECODER_GUIDANCES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"SelfDetrConfig.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
-                )
-        positive = ("feature_dim", "d_model", "num_attention_heads", "ffn_dim", "encoder_layers",
-                    "decoder_layers", "num_queries", "input_norm_groups")  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SelfDetrConfig.{name} must be a positive integer; got {value!r}")
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """As `PreTrainedConfig.from_dict`, which `from_pretrained` calls; overrides in `kwargs`
+        are set one by one after construction (each field checked alone), so the fields that
+        constrain each other are checked again once all are set."""
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if kwargs.get("return_unused_kwargs") else loaded).validate()
+        return loaded
+
+    def validate_architecture(self) -> None:
+        """`d_model` splits evenly into attention heads and into GroupNorm groups."""
         if self.d_model % self.num_attention_heads:
             raise ValueError(
-                f"SelfDetrConfig.d_model ({self.d_model}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})"
+                f"d_model ({self.d_model}) must be divisible by num_attention_heads ({self.num_attention_heads})"
             )
         if self.d_model % self.input_norm_groups:
-            raise ValueError(
-                f"SelfDetrConfig.input_norm_groups ({self.input_norm_groups}) must divide d_model ({self.d_model})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"SelfDetrConfig.dropout must lie in [0, 1); got {self.dropout!r}")
-        if not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"SelfDetrConfig.focal_alpha must lie in [0, 1]; got {self.focal_alpha!r}")
-        non_negative = ("class_cost", "segment_cost", "tiou_cost", "focal_loss_weight",
-                        "l1_loss_weight", "tiou_loss_weight", "focal_gamma",
-                        "encoder_feedback_weight", "decoder_feedback_weight")  # fmt: skip
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"SelfDetrConfig.{name} must be >= 0; got {getattr(self, name)!r}")
+            raise ValueError(f"input_norm_groups ({self.input_norm_groups}) must divide d_model ({self.d_model})")
+
+    def validate_matching(self) -> None:
+        """The Hungarian matching has at least one non-zero cost."""
         if self.class_cost == self.segment_cost == self.tiou_cost == 0:
-            raise ValueError("SelfDetrConfig.class_cost, segment_cost and tiou_cost cannot all be 0")
+            raise ValueError("class_cost, segment_cost and tiou_cost cannot all be 0")
+
+    def validate_labels(self) -> None:
+        """At least one class is named."""
         if not self.id2label:
-            raise ValueError("SelfDetrConfig.id2label must name at least one class")
+            raise ValueError("id2label must name at least one class")
 
 
 __all__ = ["SelfDetrConfig"]

@@ -104,3 +104,16 @@ def test_demo_trains_evaluates_saves_reloads_and_plots(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
+
+
+def test_a_model_whose_config_has_an_invalid_value_is_a_one_line_error(saved_model, feature_folder, tmp_path):
+    settings = json.loads((saved_model / "config.json").read_text())
+    (saved_model / "config.json").write_text(json.dumps({**settings, "d_model": 34}))
+    command = [sys.executable, "-m", "selfdetr_hf.cli", "detect", "--model", str(saved_model), "--features",
+               str(feature_folder), "--feature-fps", "7.5", "--output", str(tmp_path / "out.json")]  # fmt: skip
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "invalid configuration" in result.stderr
+    assert "d_model (34) must be divisible by num_attention_heads (4)" in result.stderr
+    assert not (tmp_path / "out.json").exists()

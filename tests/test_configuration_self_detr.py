@@ -1,7 +1,10 @@
+import json
+
 import pytest
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig
 
-from selfdetr_hf import SelfDetrConfig
+from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
 
 
 def test_defaults_are_the_thumos14_setting():
@@ -23,32 +26,107 @@ def test_id2label_sets_the_classes():
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "allowed"),
-    [
-        ("encoder_aggregation", "sum", "matmul, average, last"),
-        ("decoder_guidance", "first", "layer, last, average"),
-        ("activation_function", "swish", "prelu, relu, gelu"),
-    ],
+    ("field", "value"),
+    [("encoder_aggregation", "sum"), ("decoder_guidance", "first"), ("activation_function", "swish")],
 )
-def test_invalid_choice_names_field_and_allowed_values(field, value, allowed):
-    with pytest.raises(ValueError, match=rf"{field} must be one of {allowed}; got '{value}'"):
+def test_invalid_choice_names_field_and_allowed_values(field, value):
+    with pytest.raises(StrictDataclassFieldValidationError, match=rf"(?s)field '{field}'.*expected one of .*got {value}"):
         SelfDetrConfig(**{field: value})
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"d_model": 100}, "d_model"),
         ({"num_queries": 0}, "num_queries"),
-        ({"input_norm_groups": 7}, "input_norm_groups"),
+        ({"feature_dim": 2048.0}, "feature_dim"),
+        ({"encoder_layers": True}, "encoder_layers"),
         ({"dropout": 1.5}, "dropout"),
         ({"encoder_feedback_weight": -1.0}, "encoder_feedback_weight"),
         ({"focal_alpha": 2.0}, "focal_alpha"),
     ],
 )
-def test_invalid_number_names_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+def test_invalid_field_names_it(kwargs, field):
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"field '{field}'"):
         SelfDetrConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"d_model": 100}, r"d_model \(100\) must be divisible by num_attention_heads \(8\)"),
+        ({"input_norm_groups": 7}, r"input_norm_groups \(7\) must divide d_model \(256\)"),
+        ({"class_cost": 0, "segment_cost": 0, "tiou_cost": 0}, "cannot all be 0"),
+        ({"id2label": {}}, "id2label must name at least one class"),
+    ],
+)
+def test_fields_that_constrain_each_other_are_checked_together(kwargs, message):
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        SelfDetrConfig(**kwargs)
+
+
+def test_integers_are_accepted_for_float_fields():
+    config = SelfDetrConfig(dropout=0, class_cost=6, focal_gamma=2)
+    assert (config.dropout, config.class_cost, config.focal_gamma) == (0, 6, 2)
+
+
+OVERRIDES = [
+    ({"d_model": 100}, StrictDataclassClassValidationError, "d_model"),
+    ({"activation_function": "swish"}, StrictDataclassFieldValidationError, "activation_function"),
+    ({"input_norm_groups": 7}, StrictDataclassClassValidationError, "input_norm_groups"),
+    ({"num_queries": 0}, StrictDataclassFieldValidationError, "num_queries"),
+]
+
+
+@pytest.mark.parametrize(("override", "error", "field"), OVERRIDES)
+@pytest.mark.parametrize("loader", [SelfDetrConfig.from_pretrained, AutoConfig.from_pretrained])
+def test_from_pretrained_overrides_are_validated(tmp_path, loader, override, error, field):
+    SelfDetrConfig().save_pretrained(tmp_path)
+    with pytest.raises(error, match=field):
+        loader(tmp_path, **override)
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ({"d_model": 34}, StrictDataclassClassValidationError, r"d_model \(34\) must be divisible"),
+        ({"activation_function": "swish"}, StrictDataclassFieldValidationError, "activation_function"),
+    ],
+)
+def test_model_from_pretrained_overrides_are_validated(tmp_path, make_small_config, override, error, message):
+    SelfDetrForActionDetection(make_small_config()).save_pretrained(tmp_path)
+    with pytest.raises(error, match=message):
+        SelfDetrForActionDetection.from_pretrained(tmp_path, **override)
+
+
+def test_from_pretrained_keeps_unused_kwargs_and_valid_overrides(tmp_path):
+    SelfDetrConfig().save_pretrained(tmp_path)
+    config, unused = SelfDetrConfig.from_pretrained(tmp_path, num_queries=30, colour="red", return_unused_kwargs=True)
+    assert config.num_queries == 30 and unused == {"colour": "red"}
+
+
+def test_a_config_file_with_an_invalid_value_is_refused(tmp_path):
+    SelfDetrConfig().save_pretrained(tmp_path)
+    settings = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**settings, "encoder_aggregation": "sum"}))
+    with pytest.raises(StrictDataclassFieldValidationError, match="encoder_aggregation"):
+        SelfDetrConfig.from_pretrained(tmp_path)
+
+
+def test_attribute_assignment_is_validated():
+    config = SelfDetrConfig()
+    with pytest.raises(StrictDataclassFieldValidationError, match="num_queries"):
+        config.num_queries = 0
+    with pytest.raises(StrictDataclassFieldValidationError, match="decoder_guidance"):
+        config.decoder_guidance = "first"
+    assert config.num_queries == 40 and config.decoder_guidance == "layer"
+
+
+def test_save_pretrained_refuses_an_inconsistent_config_and_writes_nothing(tmp_path):
+    config = SelfDetrConfig()
+    config.d_model = 100  # valid alone; inconsistent with the 8 heads
+    with pytest.raises(StrictDataclassClassValidationError, match="d_model"):
+        config.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "config.json").exists()
 
 
 def test_save_and_auto_config_round_trip(tmp_path):

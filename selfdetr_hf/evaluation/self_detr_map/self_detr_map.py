@@ -32,6 +32,8 @@ Returns:
     per_class_AP: class name -> AP at each threshold.
 
 Example:
+    >>> import evaluate
+    >>> from selfdetr_hf.evaluation import SELF_DETR_MAP_METRIC
     >>> metric = evaluate.load(str(SELF_DETR_MAP_METRIC))
     >>> metric.compute(
     ...     predictions=[{"segments": [[1.0, 5.0]], "scores": [0.9], "labels": ["jump"]}],
