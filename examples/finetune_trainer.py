@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metric_for_best_model="average_mAP",
         greater_is_better=True,
         remove_unused_columns=False,  # labels are a list of dicts per batch
-        eval_do_concat_batches=False,  # windows keep their per-batch shapes
         logging_steps=10,
         report_to=[],
         push_to_hub=bool(args.push_to_hub),

@@ -141,7 +141,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     predictions = predict_windows(model, data.eval_dataset, Accelerator(), args.batch_size)
     detections = as_submission(
         processor.post_process_action_detection(
-            predictions, window_metadata(data.eval_dataset), id2label=model.config.id2label
+            predictions, window_metadata(data.eval_dataset), id2label=model.config.id2label, by_video=True
         )
     )
     result = evaluate_detections(data.eval_annotations, detections, parse_tiou_thresholds(args.tiou))

@@ -68,7 +68,7 @@ def detect(
 
     Returns:
         ``{video_id: {"segments", "scores", "labels", "label_names"}}`` as
-        `SelfDetrProcessor.post_process_action_detection` returns.
+        `SelfDetrProcessor.post_process_action_detection(..., by_video=True)` returns.
     """
     if video_ids is None:
         if isinstance(features, FeatureFolder):
@@ -87,7 +87,9 @@ def detect(
             )
         fps = feature_fps[video_id] if isinstance(feature_fps, Mapping) else feature_fps
         duration = None if durations is None else [durations[video_id]]
-        inputs = processor(array, feature_fps=fps, time_offset=time_offset, durations=duration, video_ids=[video_id])
+        inputs = processor(
+            array, feature_fps=fps, time_offset=time_offset, durations=duration, video_ids=[video_id], return_tensors="pt"
+        )
         windows.extend(zip(inputs["input_features"], inputs["attention_mask"]))
         metadata.extend(inputs["window_metadata"])
     logits, segments = [], []
@@ -100,7 +102,7 @@ def detect(
         logits.append(outputs.logits.float().cpu())
         segments.append(outputs.pred_segments.float().cpu())
     predictions = {"logits": torch.cat(logits), "pred_segments": torch.cat(segments)}
-    return processor.post_process_action_detection(predictions, metadata, id2label=model.config.id2label)
+    return processor.post_process_action_detection(predictions, metadata, id2label=model.config.id2label, by_video=True)
 
 
 def as_submission(detections: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import BatchFeature, FeatureExtractionMixin
+from transformers.utils import TensorType
 
 from .data.features import check_finite
 from .data.windows import (
@@ -31,44 +32,71 @@ NMS_METHODS = ("nms", "soft_nms", "none")
 
 
 class SelfDetrProcessor(FeatureExtractionMixin):
-    r"""Windowing and post-processing of Self-DETR (defaults: the THUMOS14 setting).
+    r"""
+    Constructs a Self-DETR processor: cuts a video's feature sequence into the model's windows
+    (sliding windows or one resized window) and turns the model's outputs on those windows into
+    detections in seconds, one result per video. Defaults are the THUMOS14 setting; see
+    [`~SelfDetrProcessor.thumos14`] and [`~SelfDetrProcessor.activitynet`].
 
     Args:
-        window_size (`int` or None, defaults to 128): sliding-window length in feature steps;
-            None when `resize_length` is used instead.
-        train_window_stride (`int`, defaults to 32): stride of training windows (overlap 0.75).
-        test_window_stride (`int`, defaults to 96): stride of test windows (overlap 0.25).
-        resize_length (`int` or None, defaults to None): resize every video's features to
-            this many steps by linear interpolation (ActivityNet: 192) instead of sliding.
-        min_segment_coverage (`float`, defaults to 0.75): a ground-truth segment belongs to a
-            training window when at least this fraction of it lies inside (then clipped).
-        top_k_per_window (`int`, defaults to 200): best (query, class) pairs kept per window.
-        pre_nms_top_k (`int` or None, defaults to 2000): best candidates of a video (over all
-            its windows) that enter the merging, as ActionFormer's `pre_nms_topk`; None keeps all.
-        nms_method (`str`, defaults to `"nms"`): how overlapping detections of one video are
-            merged: `nms` (per class), `soft_nms` (Gaussian, per class) or `none`.
-        nms_iou_threshold (`float`, defaults to 0.4): NMS suppression threshold; for Soft-NMS
-            the overlap above which scores decay.
-        soft_nms_sigma (`float`, defaults to 0.5): Gaussian width of Soft-NMS.
-        min_score (`float`, defaults to 0.0): detections scoring below it are dropped.
-        top_k_per_video (`int`, defaults to 200): detections kept per video after merging.
-        fusion_top_k (`int`, defaults to 2): classes of an external video-level classifier
-            combined with each detection when classifier scores are given.
+        window_size (`int`, *optional*, defaults to 128):
+            Sliding-window length in feature steps; `None` when `resize_length` is used instead.
+        train_window_stride (`int`, *optional*, defaults to 32):
+            Stride of training windows, in feature steps (overlap 0.75).
+        test_window_stride (`int`, *optional*, defaults to 96):
+            Stride of test windows, in feature steps (overlap 0.25).
+        resize_length (`int`, *optional*):
+            Resize every video's features to this many steps by linear interpolation (ActivityNet:
+            192) instead of sliding windows. Exactly one of `window_size` and `resize_length` is set.
+        min_segment_coverage (`float`, *optional*, defaults to 0.75):
+            A ground-truth segment belongs to a training window when at least this fraction of it
+            lies inside (it is then clipped to the window).
+        top_k_per_window (`int`, *optional*, defaults to 200):
+            Best (query, class) pairs kept per window.
+        pre_nms_top_k (`int`, *optional*, defaults to 2000):
+            Best candidates of a video (over all its windows) that enter the merging, as
+            ActionFormer's `pre_nms_topk`; `None` keeps all.
+        nms_method (`str`, *optional*, defaults to `"nms"`):
+            How overlapping detections of one video are merged: `"nms"` (per class), `"soft_nms"`
+            (Gaussian, per class) or `"none"`.
+        nms_iou_threshold (`float`, *optional*, defaults to 0.4):
+            NMS suppression threshold; for Soft-NMS the overlap above which scores decay.
+        soft_nms_sigma (`float`, *optional*, defaults to 0.5):
+            Gaussian width of Soft-NMS.
+        min_score (`float`, *optional*, defaults to 0.0):
+            Detections scoring below it are dropped; the default `threshold` of
+            [`~SelfDetrProcessor.post_process_action_detection`].
+        top_k_per_video (`int`, *optional*, defaults to 200):
+            Detections kept per video after merging; the default `top_k` of
+            [`~SelfDetrProcessor.post_process_action_detection`].
+        fusion_top_k (`int`, *optional*, defaults to 2):
+            Classes of an external video-level classifier combined with each detection when
+            classifier scores are given.
 
     Example:
 
     ```python
+    >>> import numpy as np
     >>> import torch
     >>> from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrProcessor
+
     >>> processor = SelfDetrProcessor.thumos14()
-    >>> model = SelfDetrForActionDetection(SelfDetrConfig(feature_dim=64, input_norm_groups=8)).eval()
-    >>> inputs = processor(torch.randn(300, 64).numpy(), feature_fps=7.5, video_ids=["my_video"])
+    >>> config = SelfDetrConfig(feature_dim=64, d_model=32, num_attention_heads=4, ffn_dim=64, input_norm_groups=8)
+    >>> model = SelfDetrForActionDetection(config).eval()
+
+    >>> # two videos of 300 and 90 feature steps, 7.5 steps per second
+    >>> videos = [np.random.randn(300, 64), np.random.randn(90, 64)]
+    >>> inputs = processor(videos, feature_fps=7.5, video_ids=["kitchen", "garden"], return_tensors="pt")
+    >>> inputs["input_features"].shape  # windows of 128 steps, 3 + 1 of them
+    torch.Size([4, 128, 64])
     >>> window_metadata = inputs.pop("window_metadata")
     >>> with torch.no_grad():
     ...     outputs = model(**inputs)
-    >>> detections = processor.post_process_action_detection(outputs, window_metadata)
-    >>> sorted(detections["my_video"])
-    ['label_names', 'labels', 'scores', 'segments']
+    >>> results = processor.post_process_action_detection(outputs, window_metadata, threshold=0.1, top_k=10)
+    >>> [result["video_id"] for result in results]
+    ['kitchen', 'garden']
+    >>> sorted(results[0])
+    ['label_names', 'labels', 'scores', 'segments', 'video_id']
     ```
     """
 
@@ -182,47 +210,67 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         self,
         features: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
         *,
-        feature_fps: float | Sequence[float],
-        time_offset: float | Sequence[float] = 0.0,
+        feature_fps: float | Sequence[float] | None = None,
+        time_offset: float | Sequence[float] | None = None,
         durations: Sequence[float] | None = None,
         video_ids: Sequence[str] | None = None,
-        return_tensors: str | None = "pt",
+        return_tensors: str | TensorType | None = None,
     ) -> BatchFeature:
-        """Cut the ``(T, C)`` features of one or several videos into test windows.
+        """
+        Cut the features of one or several videos into test windows.
 
         Args:
-            features: one ``(T, C)`` array or a list of them (one per video).
-            feature_fps: feature steps per second (one value, or one per video).
-            time_offset: seconds of feature position 0 (one value or one per video).
-            durations: video lengths in seconds; default the span of the features.
-            video_ids: names of the videos; default ``"0"``, ``"1"``, ...
+            features (`np.ndarray`, `torch.Tensor` or a list of them):
+                The `(T, C)` features of one video, or one such array per video (any `T`).
+            feature_fps (`float` or `list[float]`, *optional*):
+                Feature steps per second, one value or one per video. Needed only to map detections
+                back to seconds: with it the output has `window_metadata`; without it, only the model
+                inputs.
+            time_offset (`float` or `list[float]`, *optional*, defaults to 0.0):
+                Seconds of feature step 0 (half a clip for clip features), one value or one per video;
+                only with `feature_fps`.
+            durations (`list[float]`, *optional*):
+                Video lengths in seconds; defaults to the span of the features. Only with `feature_fps`.
+            video_ids (`list[str]`, *optional*):
+                Distinct names of the videos; defaults to `"0"`, `"1"`, ...
+            return_tensors (`str` or [`~utils.TensorType`], *optional*):
+                `"pt"` for PyTorch tensors, `"np"` or `None` (default) for NumPy arrays.
 
         Returns:
-            `BatchFeature` with `input_features` ``(N, R, C)``, `attention_mask` ``(N, R)``
-            (the model inputs) and `window_metadata`, a list of N dicts to give to
-            `post_process_action_detection` (pop it before calling the model).
+            [`BatchFeature`]: with
+            - **input_features** -- `(num_windows, window_length, C)` float32 window features, zero-padded
+              (`window_length` is `window_size`, or `resize_length` when resizing).
+            - **attention_mask** -- `(num_windows, window_length)` int64, 1 on valid steps, 0 on padding.
+            - **window_metadata** -- only when `feature_fps` is given: one dict per window with the keys of
+              `WINDOW_METADATA_KEYS`, for [`~SelfDetrProcessor.post_process_action_detection`]; pop it before
+              calling the model.
         """
         videos = [features] if _is_single_video(features) else list(features)
         count = len(videos)
-        video_ids = [str(index) for index in range(count)] if video_ids is None else list(video_ids)
-        rates = _per_video(feature_fps, count, "feature_fps")
-        offsets = _per_video(time_offset, count, "time_offset")
-        if len(video_ids) != count or (durations is not None and len(durations) != count):
-            raise ValueError(f"{count} videos but {len(video_ids)} video_ids / durations of another length")
+        video_ids = [str(index) for index in range(count)] if video_ids is None else [str(v) for v in video_ids]
+        if len(video_ids) != count:
+            raise ValueError(f"{count} videos but {len(video_ids)} video_ids")
+        if len(set(video_ids)) != count:
+            repeated = sorted({video_id for video_id in video_ids if video_ids.count(video_id) > 1})
+            raise ValueError(f"video_ids must be distinct; repeated: {', '.join(repeated)}")
+        if feature_fps is None and (time_offset is not None or durations is not None):
+            raise ValueError("time_offset and durations place windows in seconds and need feature_fps")
+        if durations is not None and len(durations) != count:
+            raise ValueError(f"durations: {len(durations)} values for {count} videos")
         inputs, masks, metadata = [], [], []
         for index, (video_id, video) in enumerate(zip(video_ids, videos)):
             video = np.asarray(video, dtype=np.float32)
             if video.ndim != 2 or len(video) == 0:
                 raise ValueError(f"video {video_id!r}: features must be a non-empty (T, C) array; got {video.shape}")
             check_finite(video, video_id, "features passed to the processor")
-            duration = len(video) / rates[index] + offsets[index] if durations is None else durations[index]
             for offset, length in self.windows(len(video), training=False):
                 window, mask = self.window_inputs(video, offset, length)
                 inputs.append(window)
                 masks.append(mask)
-                values = (video_id, int(offset), int(length), rates[index], offsets[index], float(duration))
-                metadata.append(dict(zip(WINDOW_METADATA_KEYS, values)))
-        data = {"input_features": np.stack(inputs), "attention_mask": np.stack(masks), "window_metadata": metadata}
+                metadata.append((video_id, int(offset), int(length), len(video), index))
+        data = {"input_features": np.stack(inputs), "attention_mask": np.stack(masks)}
+        if feature_fps is not None:
+            data["window_metadata"] = _window_metadata(metadata, feature_fps, time_offset, durations, count)
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["window_metadata"])
 
     def post_process_action_detection(
@@ -230,35 +278,80 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         outputs: Any,
         window_metadata: Sequence[Mapping[str, Any]],
         *,
+        threshold: float | None = None,
+        top_k: int | None = None,
         id2label: Mapping[int, str] | None = None,
         classifier_scores: Mapping[str, Any] | None = None,
         classifier_id2label: Mapping[int, str] | Sequence[str] | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        """Turn the outputs of many windows of many videos into detections per video.
+        by_video: bool = False,
+    ) -> list[dict[str, Any]] | dict[str, dict[str, Any]]:
+        """
+        Turn the outputs of many windows of many videos into detections in seconds, one result per video.
 
-        Steps: sigmoid scores; the `top_k_per_window` best (query, class) pairs per window;
-        segments mapped from window coordinates to seconds (clipped to the video); the
-        `pre_nms_top_k` best of all windows of a video merged by `nms_method` (per class);
-        the `top_k_per_video` best kept; optionally fused with a video-level classifier
-        (`fusion_top_k` classes per detection, score ``sqrt(class score * detection score)``).
+        Steps: sigmoid scores; the `top_k_per_window` best (query, class) pairs per window; segments mapped
+        from window coordinates to seconds (clipped to the video); the `pre_nms_top_k` best of all windows of a
+        video merged by `nms_method` (per class) after dropping those below `threshold`; the `top_k` best kept;
+        optionally fused with a video-level classifier (`fusion_top_k` classes per detection, score
+        `sqrt(class score * detection score)`).
 
         Args:
-            outputs: model outputs with `logits` ``(N, Nq, K)`` and `pred_segments`
-                ``(N, Nq, 2)`` (a `SelfDetrActionDetectionOutput`, a dict, a
-                ``(logits, pred_segments)`` pair such as `Trainer.predict` returns), or a list
-                of those for consecutive batches.
-            window_metadata: N dicts, one per window in the same order, with the keys of
-                `WINDOW_METADATA_KEYS` (rows of `window_metadata(dataset)` or the
-                `window_metadata` the processor returned).
-            id2label: class names of the model (e.g. `model.config.id2label`).
-            classifier_scores: ``{video_id: (C',) class probabilities}`` of an external
-                video-level classifier; when given, labels are the classifier's classes.
-            classifier_id2label: names of the classifier's classes.
+            outputs ([`SelfDetrActionDetectionOutput`], `dict`, `tuple` or `list`):
+                Model outputs with `logits` `(num_windows, num_queries, num_labels)` and `pred_segments`
+                `(num_windows, num_queries, 2)`: a model output, a dict, a `(logits, pred_segments)` pair as
+                `Trainer.predict` returns (concatenated or not), or a list of those for consecutive batches.
+            window_metadata (`list[dict]`):
+                One dict per window, in the order of the outputs, with the keys of `WINDOW_METADATA_KEYS`: the
+                `window_metadata` the processor returned, or `selfdetr_hf.data.window_metadata(dataset)`.
+            threshold (`float`, *optional*):
+                Detections scoring below it are dropped (before merging, and after Soft-NMS decay); defaults to
+                `min_score`.
+            top_k (`int`, *optional*):
+                Detections kept per video; defaults to `top_k_per_video`.
+            id2label (`dict[int, str]`, *optional*):
+                Class names of the model (e.g. `model.config.id2label`); `LABEL_<id>` otherwise.
+            classifier_scores (`dict[str, array]`, *optional*):
+                `{video_id: (num_classifier_classes,) class probabilities}` of an external video-level classifier;
+                when given, labels are the classifier's classes.
+            classifier_id2label (`dict[int, str]` or `list[str]`, *optional*):
+                Names of the classifier's classes.
+            by_video (`bool`, *optional*, defaults to `False`):
+                Return `{video_id: result}` (the result without its `video_id`) instead of a list.
 
         Returns:
-            ``{video_id: {"segments": (n, 2) seconds, "scores": (n,), "labels": (n,) int64,
-            "label_names": list[str]}}``, best first, videos in order of appearance.
+            `list[dict]`: one dict per video, in the order the videos first appear in `window_metadata` (the
+            order of the videos given to the processor), with
+            - **video_id** (`str`) -- the video.
+            - **segments** (`torch.Tensor` of shape `(n, 2)`) -- (start, end) in seconds, best first.
+            - **scores** (`torch.Tensor` of shape `(n,)`) -- detection scores in [0, 1], descending.
+            - **labels** (`torch.Tensor` of shape `(n,)`) -- class ids (int64).
+            - **label_names** (`list[str]`) -- class names.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from selfdetr_hf import SelfDetrProcessor
+
+        >>> processor = SelfDetrProcessor.thumos14()
+        >>> logits = torch.full((1, 2, 3), -20.0)  # one window, 2 queries, 3 classes
+        >>> logits[0, 0, 1] = 2.0  # query 0: class 1, probability 0.88
+        >>> pred_segments = torch.tensor([[[0.5, 0.25], [0.1, 0.1]]])  # normalised (center, width)
+        >>> metadata = [{"video_id": "kitchen", "window_offset": 0, "window_length": 128,
+        ...              "feature_fps": 4.0, "time_offset": 0.0, "duration": 40.0}]
+        >>> outputs = {"logits": logits, "pred_segments": pred_segments}
+        >>> results = processor.post_process_action_detection(outputs, metadata, threshold=0.5, top_k=5)
+        >>> results[0]["video_id"], results[0]["segments"], results[0]["labels"]
+        ('kitchen', tensor([[12., 20.]]), tensor([1]))
+        >>> processor.post_process_action_detection(outputs, metadata, threshold=0.5, by_video=True)["kitchen"]["scores"]
+        tensor([0.8808])
+        ```
         """
+        threshold = self.min_score if threshold is None else threshold
+        top_k = self.top_k_per_video if top_k is None else top_k
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a score in [0, 1]; got {threshold!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer; got {top_k!r}")
         logits, pred_segments = _logits_and_segments(outputs)
         if len(window_metadata) != len(logits):
             raise ValueError(f"{len(logits)} windows of outputs but {len(window_metadata)} window_metadata entries")
@@ -269,8 +362,8 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         row_of = {video_id: row for row, video_id in enumerate(video_ids)}
         video_index = torch.tensor([row_of[video_id] for video_id in window_videos], dtype=torch.long)
         segments, scores, labels = _group_by_video(video_index, len(video_ids), segments, scores, labels)
-        segments, scores, labels = self._merge_overlaps(segments, scores, labels)  # (V, M, 2), (V, M), (V, M)
-        best_scores, best = scores.topk(min(self.top_k_per_video, scores.shape[1]), dim=1)  # (V, k')
+        segments, scores, labels = self._merge_overlaps(segments, scores, labels, threshold, top_k)  # (V, M, ...)
+        best_scores, best = scores.topk(min(top_k, scores.shape[1]), dim=1)  # (V, k')
 
         names = _names(classifier_id2label if classifier_scores is not None else id2label)
         results = {}
@@ -281,7 +374,9 @@ class SelfDetrProcessor(FeatureExtractionMixin):
                 detection = self._fuse_with_classifier(detection, video_id, classifier_scores)
             detection["label_names"] = [names(label) for label in detection["labels"].tolist()]
             results[video_id] = detection
-        return results
+        if by_video:
+            return results
+        return [{"video_id": video_id, **detection} for video_id, detection in results.items()]
 
     def _window_detections(
         self, logits: torch.Tensor, pred_segments: torch.Tensor, window_metadata: Sequence[Mapping[str, Any]]
@@ -310,25 +405,26 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         return torch.minimum(seconds, duration).float(), top_scores, top_index % num_classes
 
     def _merge_overlaps(
-        self, segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+        self, segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float, top_k: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The `pre_nms_top_k` best candidates of each video, rescored by `min_score` and the
-        per-class `nms_method`: ``(V, M, 2)``, ``(V, M)``, ``(V, M)`` in and out (M capped)."""
+        """The `pre_nms_top_k` best candidates of each video, rescored by ``threshold`` and the
+        per-class `nms_method` (at most ``top_k`` kept): ``(V, M, 2)``, ``(V, M)``, ``(V, M)`` in
+        and out (M capped)."""
         if self.pre_nms_top_k is not None and scores.shape[1] > self.pre_nms_top_k:
             scores, best = scores.topk(self.pre_nms_top_k, dim=1)
             segments, labels = segments.gather(1, best[..., None].expand(-1, -1, 2)), labels.gather(1, best)
-        scores = torch.where(scores >= self.min_score, scores, 0.0)
+        scores = torch.where(scores >= threshold, scores, 0.0)
         if self.nms_method == "nms":
-            scores = nms(segments, scores, self.nms_iou_threshold, labels=labels, max_segments=self.top_k_per_video)
+            scores = nms(segments, scores, self.nms_iou_threshold, labels=labels, max_segments=top_k)
         elif self.nms_method == "soft_nms":
             scores = soft_nms(
                 segments,
                 scores,
                 sigma=self.soft_nms_sigma,
                 iou_threshold=self.nms_iou_threshold,
-                min_score=self.min_score,
+                min_score=threshold,
                 labels=labels,
-                max_segments=self.top_k_per_video,
+                max_segments=top_k,
             )
         return segments, scores, labels
 
@@ -352,6 +448,24 @@ class SelfDetrProcessor(FeatureExtractionMixin):
 
 def _is_single_video(features: Any) -> bool:
     return isinstance(features, (np.ndarray, torch.Tensor)) and features.ndim == 2
+
+
+def _window_metadata(
+    windows: Sequence[tuple[str, int, int, int, int]],
+    feature_fps: float | Sequence[float],
+    time_offset: float | Sequence[float] | None,
+    durations: Sequence[float] | None,
+    count: int,
+) -> list[dict[str, Any]]:
+    """One `WINDOW_METADATA_KEYS` dict per ``(video_id, offset, length, num_steps, video index)`` window."""
+    rates = _per_video(feature_fps, count, "feature_fps")
+    offsets = _per_video(0.0 if time_offset is None else time_offset, count, "time_offset")
+    metadata = []
+    for video_id, offset, length, num_steps, index in windows:
+        duration = num_steps / rates[index] + offsets[index] if durations is None else float(durations[index])
+        values = (video_id, offset, length, rates[index], offsets[index], duration)
+        metadata.append(dict(zip(WINDOW_METADATA_KEYS, values)))
+    return metadata
 
 
 def _per_video(value: float | Sequence[float], count: int, name: str) -> list[float]:

@@ -30,7 +30,9 @@ def test_id2label_sets_the_classes():
     [("encoder_aggregation", "sum"), ("decoder_guidance", "first"), ("activation_function", "swish")],
 )
 def test_invalid_choice_names_field_and_allowed_values(field, value):
-    with pytest.raises(StrictDataclassFieldValidationError, match=rf"(?s)field '{field}'.*expected one of .*got {value}"):
+    with pytest.raises(
+        StrictDataclassFieldValidationError, match=rf"(?s)field '{field}'.*expected one of .*got {value}"
+    ):
         SelfDetrConfig(**{field: value})
 
 

@@ -59,6 +59,7 @@ def test_the_public_classes_have_examples():
     assert {
         "selfdetr_hf.configuration_self_detr.SelfDetrConfig",
         "selfdetr_hf.processing_self_detr.SelfDetrProcessor",
+        "selfdetr_hf.processing_self_detr.SelfDetrProcessor.post_process_action_detection",
     } <= names
 
 
@@ -72,6 +73,8 @@ def test_module_imports(module):
 def test_modules_outside_the_extras_import_without_them():
     blocked = ", ".join(f"{package!r}: None" for package in OPTIONAL_PACKAGES)
     modules = [module for module in package_modules() if module not in OPTIONAL_MODULES]
-    script = f"import importlib, sys; sys.modules.update({{{blocked}}}); [importlib.import_module(m) for m in sys.argv[1:]]"
+    script = (
+        f"import importlib, sys; sys.modules.update({{{blocked}}}); [importlib.import_module(m) for m in sys.argv[1:]]"
+    )
     result = subprocess.run([sys.executable, "-c", script, *modules], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]

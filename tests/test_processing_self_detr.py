@@ -99,7 +99,7 @@ def test_detection_is_mapped_from_window_to_seconds():
     outputs = window_outputs([(0.25, 0.5, 2, 0.9)])
     result = SelfDetrProcessor().post_process_action_detection(
         outputs, [metadata("v", offset=64, length=128, fps=2.0, time_offset=0.5)], id2label={2: "jump"}
-    )["v"]
+    )[0]
     # positions 64 + [32, 64] steps at 2 steps/s, plus 0.5 s
     torch.testing.assert_close(result["segments"][0], torch.tensor([48.5, 64.5]))
     assert result["scores"][0].item() == pytest.approx(0.9)
@@ -108,7 +108,7 @@ def test_detection_is_mapped_from_window_to_seconds():
 
 def test_detections_are_clipped_to_the_video():
     outputs = window_outputs([(0.5, 1.0, 0, 0.9)])
-    result = SelfDetrProcessor().post_process_action_detection(outputs, [metadata("v", 0, duration=50.0)])["v"]
+    result = SelfDetrProcessor().post_process_action_detection(outputs, [metadata("v", 0, duration=50.0)])[0]
     torch.testing.assert_close(result["segments"][0], torch.tensor([32.0, 50.0]))
 
 
@@ -117,14 +117,14 @@ def test_the_same_action_seen_by_two_overlapping_windows_is_merged_by_nms():
     second = window_outputs([(0.0, 0.25, 1, 0.7)])  # positions 96-128 of window 96
     result = SelfDetrProcessor().post_process_action_detection(
         concat(first, second), [metadata("v", 0), metadata("v", 96)]
-    )["v"]
+    )[0]
     assert result["scores"].tolist() == pytest.approx([0.8])
 
 
 def test_soft_nms_keeps_the_second_view_with_a_decayed_score():
     first, second = window_outputs([(0.75, 1.0, 1, 0.8)]), window_outputs([(0.0, 0.25, 1, 0.7)])
     processor = SelfDetrProcessor(nms_method="soft_nms", soft_nms_sigma=0.5)
-    result = processor.post_process_action_detection(concat(first, second), [metadata("v", 0), metadata("v", 96)])["v"]
+    result = processor.post_process_action_detection(concat(first, second), [metadata("v", 0), metadata("v", 96)])[0]
     assert result["scores"].tolist() == pytest.approx([0.8, 0.7 * math.exp(-1 / 0.5)], rel=1e-5)
 
 
@@ -134,22 +134,27 @@ def test_windows_of_several_videos_are_grouped_by_video_in_any_order():
         window_outputs([(0.3, 0.4, 1, 0.8)]),
         window_outputs([(0.5, 0.6, 2, 0.7)]),
     ]
-    result = SelfDetrProcessor().post_process_action_detection(
-        concat(*views), [metadata("a", 0), metadata("b", 0), metadata("a", 96)]
-    )
-    assert list(result) == ["a", "b"]
-    assert result["a"]["labels"].tolist() == [0, 2] and result["b"]["labels"].tolist() == [1]
+    entries = [metadata("a", 0), metadata("b", 0), metadata("a", 96)]
+    processor = SelfDetrProcessor()
+    results = processor.post_process_action_detection(concat(*views), entries)
+    assert [result["video_id"] for result in results] == ["a", "b"]
+    assert results[0]["labels"].tolist() == [0, 2] and results[1]["labels"].tolist() == [1]
+    by_video = processor.post_process_action_detection(concat(*views), entries, by_video=True)
+    assert list(by_video) == ["a", "b"] and "video_id" not in by_video["a"]
+    for result in results:
+        for key in ("segments", "scores", "labels"):
+            torch.testing.assert_close(by_video[result["video_id"]][key], result[key])
 
 
 def test_top_k_per_video_limits_the_detections():
     outputs = window_outputs([(0.1 * q, 0.1 * q + 0.05, 0, 0.9 - 0.1 * q) for q in range(NUM_QUERIES)])
-    result = SelfDetrProcessor(top_k_per_video=2).post_process_action_detection(outputs, [metadata("v", 0)])["v"]
+    result = SelfDetrProcessor(top_k_per_video=2).post_process_action_detection(outputs, [metadata("v", 0)])[0]
     assert result["scores"].tolist() == pytest.approx([0.9, 0.8])
 
 
 def test_min_score_drops_weak_detections():
     outputs = window_outputs([(0.1, 0.2, 0, 0.9), (0.5, 0.6, 0, 0.0005)])
-    result = SelfDetrProcessor(min_score=0.001).post_process_action_detection(outputs, [metadata("v", 0)])["v"]
+    result = SelfDetrProcessor(min_score=0.001).post_process_action_detection(outputs, [metadata("v", 0)])[0]
     assert result["scores"].tolist() == pytest.approx([0.9])
 
 
@@ -161,7 +166,7 @@ def test_classifier_fusion_pairs_each_detection_with_the_top_classes():
         [metadata("v", 0)],
         classifier_scores={"v": [0.1, 0.81, 0.25]},
         classifier_id2label=["bake", "climb", "dance"],
-    )["v"]
+    )[0]
     assert result["label_names"] == ["climb", "dance"]
     assert result["scores"].tolist() == pytest.approx([math.sqrt(0.81 * 0.64), math.sqrt(0.25 * 0.64)])
     torch.testing.assert_close(result["segments"][0], result["segments"][1])
@@ -179,9 +184,11 @@ def test_trainer_prediction_batches_give_the_same_result_as_one_output():
     logits, segments = torch.randn(4, NUM_QUERIES, NUM_CLASSES, generator=generator), torch.rand(4, NUM_QUERIES, 2)
     entries = [metadata("a", 0), metadata("a", 96), metadata("b", 0), metadata("b", 96)]
     processor = SelfDetrProcessor()
-    whole = processor.post_process_action_detection({"logits": logits, "pred_segments": segments}, entries)
+    whole = processor.post_process_action_detection(
+        {"logits": logits, "pred_segments": segments}, entries, by_video=True
+    )
     batches = [(logits[:3].numpy(), segments[:3].numpy()), (logits[3:].numpy(), segments[3:].numpy())]
-    split = processor.post_process_action_detection(batches, entries)
+    split = processor.post_process_action_detection(batches, entries, by_video=True)
     for video_id in whole:
         torch.testing.assert_close(whole[video_id]["segments"], split[video_id]["segments"])
 
@@ -206,38 +213,127 @@ def test_processor_and_model_run_end_to_end():
     )
     model = SelfDetrForActionDetection(config).eval()
     processor = SelfDetrProcessor()
-    inputs = processor(np.random.default_rng(0).standard_normal((400, 16)), feature_fps=7.5, video_ids=["v"])
+    features = np.random.default_rng(0).standard_normal((400, 16))
+    inputs = processor(features, feature_fps=7.5, video_ids=["v"], return_tensors="pt")
     window_metadata = inputs.pop("window_metadata")
     with torch.no_grad():
-        result = processor.post_process_action_detection(model(**inputs), window_metadata)["v"]
+        result = processor.post_process_action_detection(model(**inputs), window_metadata)[0]
     assert 0 < len(result["scores"]) <= 200 and (result["scores"][:-1] >= result["scores"][1:]).all()
     assert (result["segments"] >= 0).all() and (result["segments"] <= 400 / 7.5).all()
 
 
-def test_trainer_predictions_with_window_metadata_give_detections_for_every_video(tmp_path, tiny_config):
+def trainer_predictions(tmp_path, config, dataset, *, concatenated):
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path), remove_unused_columns=False, eval_do_concat_batches=concatenated,
+        per_device_eval_batch_size=3, report_to=[], use_cpu=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = SelfDetrForActionDetection(config)
+    return Trainer(model=model, args=arguments, data_collator=SelfDetrDataCollator()).predict(dataset).predictions
+
+
+def test_trainer_predictions_concatenated_or_per_batch_give_the_same_detections(tmp_path, tiny_config):
     videos = make_synthetic_videos(num_videos=4, num_classes=3, feature_dim=tiny_config.feature_dim)
     processor = SelfDetrProcessor.thumos14()
     test = videos.dataset(processor, training=False)
-    arguments = TrainingArguments(
-        output_dir=str(tmp_path),
-        remove_unused_columns=False,
-        eval_do_concat_batches=False,
-        per_device_eval_batch_size=4,
-        report_to=[],
-        use_cpu=True,
+    assert len(test) % 3  # the last batch is smaller than the others
+    per_batch = trainer_predictions(tmp_path, tiny_config, test, concatenated=False)
+    concatenated = trainer_predictions(tmp_path, tiny_config, test, concatenated=True)
+    assert isinstance(per_batch, list) and concatenated[0].shape == (len(test), tiny_config.num_queries, 3)
+    results = [
+        processor.post_process_action_detection(predictions, window_metadata(test), id2label=tiny_config.id2label)
+        for predictions in (per_batch, concatenated)
+    ]
+    assert [result["video_id"] for result in results[0]] == list(videos.annotations)
+    assert all(len(result["scores"]) > 0 for result in results[0])
+    for split, whole in zip(*results):
+        torch.testing.assert_close(split["segments"], whole["segments"])
+        torch.testing.assert_close(split["scores"], whole["scores"])
+        assert split["label_names"] == whole["label_names"]
+
+
+def test_threshold_and_top_k_per_call_override_the_settings():
+    outputs = window_outputs([(0.1 * q, 0.1 * q + 0.05, 0, 0.9 - 0.1 * q) for q in range(NUM_QUERIES)])
+    processor = SelfDetrProcessor(min_score=0.0, top_k_per_video=200)
+    assert processor.post_process_action_detection(outputs, [metadata("v", 0)])[0]["scores"].tolist() == (
+        pytest.approx([0.9, 0.8, 0.7, 0.6])
     )
-    trainer = Trainer(
-        model=SelfDetrForActionDetection(tiny_config), args=arguments, data_collator=SelfDetrDataCollator()
-    )
-    predictions = trainer.predict(test).predictions
-    detections = processor.post_process_action_detection(
-        predictions, window_metadata(test), id2label=tiny_config.id2label
-    )
-    assert list(detections) == list(videos.annotations)
-    assert all(len(video["scores"]) > 0 for video in detections.values())
+    result = processor.post_process_action_detection(outputs, [metadata("v", 0)], threshold=0.65)[0]
+    assert result["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7])
+    result = processor.post_process_action_detection(outputs, [metadata("v", 0)], top_k=2)[0]
+    assert result["scores"].tolist() == pytest.approx([0.9, 0.8])
+    assert (processor.min_score, processor.top_k_per_video) == (0.0, 200)
+
+
+def test_threshold_applies_after_soft_nms_decay():
+    first, second = window_outputs([(0.75, 1.0, 1, 0.8)]), window_outputs([(0.0, 0.25, 1, 0.7)])
+    processor = SelfDetrProcessor(nms_method="soft_nms", soft_nms_sigma=0.5)
+    entries = [metadata("v", 0), metadata("v", 96)]
+    result = processor.post_process_action_detection(concat(first, second), entries, threshold=0.2)[0]
+    assert result["scores"].tolist() == pytest.approx([0.8])  # the second view decays to 0.095
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"threshold": 1.5}, r"threshold must be a score in \[0, 1\]; got 1.5"),
+        ({"threshold": "high"}, "threshold must be a score"),
+        ({"top_k": 0}, "top_k must be a positive integer; got 0"),
+        ({"top_k": 2.5}, "top_k must be a positive integer"),
+    ],
+)
+def test_invalid_threshold_or_top_k_is_refused(option, message):
+    with pytest.raises(ValueError, match=message):
+        SelfDetrProcessor().post_process_action_detection(window_outputs([]), [metadata("v", 0)], **option)
+
+
+def test_results_follow_the_order_of_the_input_videos():
+    processor = SelfDetrProcessor()
+    features = [np.zeros((200, 4)), np.zeros((100, 4)), np.zeros((300, 4))]
+    inputs = processor(features, feature_fps=2.0, video_ids=["zeta", "alpha", "mid"])
+    num_windows = len(inputs["window_metadata"])
+    outputs = {
+        "logits": torch.zeros(num_windows, NUM_QUERIES, NUM_CLASSES),
+        "pred_segments": torch.full((num_windows, NUM_QUERIES, 2), 0.5),
+    }
+    results = processor.post_process_action_detection(outputs, inputs["window_metadata"])
+    assert [result["video_id"] for result in results] == ["zeta", "alpha", "mid"]
+
+
+def test_call_without_feature_fps_returns_only_the_model_inputs(tiny_config):
+    features = np.random.default_rng(0).standard_normal((200, tiny_config.feature_dim))
+    inputs = SelfDetrProcessor()(features, return_tensors="pt")
+    assert set(inputs) == {"input_features", "attention_mask"}
+    with torch.no_grad():
+        outputs = SelfDetrForActionDetection(tiny_config).eval()(**inputs)
+    assert outputs.logits.shape == (2, tiny_config.num_queries, 3)
+
+
+@pytest.mark.parametrize(("return_tensors", "kind"), [(None, np.ndarray), ("np", np.ndarray), ("pt", torch.Tensor)])
+def test_return_tensors_defaults_to_numpy_as_feature_extractors_do(return_tensors, kind):
+    options = {} if return_tensors is None else {"return_tensors": return_tensors}
+    inputs = SelfDetrProcessor()(np.zeros((50, 4)), feature_fps=1.0, **options)
+    assert isinstance(inputs["input_features"], kind) and isinstance(inputs["attention_mask"], kind)
+    assert inputs["input_features"].dtype in (np.float32, torch.float32)
+    assert isinstance(inputs["window_metadata"], list)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"time_offset": 0.5}, "time_offset and durations place windows in seconds and need feature_fps"),
+        ({"durations": [10.0, 10.0]}, "need feature_fps"),
+        ({"video_ids": ["a", "a"], "feature_fps": 1.0}, "video_ids must be distinct; repeated: a"),
+        ({"video_ids": ["a"], "feature_fps": 1.0}, "2 videos but 1 video_ids"),
+        ({"durations": [10.0], "feature_fps": 1.0}, "durations: 1 values for 2 videos"),
+    ],
+)
+def test_ambiguous_call_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        SelfDetrProcessor()([np.zeros((20, 4)), np.zeros((30, 4))], **options)
 
 
 def test_pre_nms_top_k_limits_the_candidates_of_a_video():
     outputs = window_outputs([(0.1 * q, 0.1 * q + 0.05, 0, 0.9 - 0.1 * q) for q in range(NUM_QUERIES)])
-    result = SelfDetrProcessor(pre_nms_top_k=3).post_process_action_detection(outputs, [metadata("v", 0)])["v"]
+    result = SelfDetrProcessor(pre_nms_top_k=3).post_process_action_detection(outputs, [metadata("v", 0)])[0]
     assert result["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7])

@@ -3,9 +3,10 @@ ground truth of the evaluation videos.
 
 The windows of a video are scored together, after the processor has mapped them to
 seconds and merged them, against the video's full annotations (not against the clipped
-per-window labels the loss uses). Run the Trainer with ``eval_do_concat_batches=False``
-and ``remove_unused_columns=False`` (the labels are lists of dicts); the evaluation
-dataloader keeps the dataset's order, which is the order of ``window_metadata``.
+per-window labels the loss uses). Run the Trainer with ``remove_unused_columns=False`` (the
+labels are lists of dicts); predictions may come concatenated (Trainer's default) or per
+batch (``eval_do_concat_batches=False``), with the same result. The evaluation dataloader
+keeps the dataset's order, which is the order of ``window_metadata``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def build_compute_metrics(
             id2label=id2label,
             classifier_scores=classifier_scores,
             classifier_id2label=classifier_id2label,
+            by_video=True,
         )
         named = {
             video: {"segments": found["segments"], "scores": found["scores"], "labels": found["label_names"]}

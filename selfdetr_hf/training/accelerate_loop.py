@@ -328,7 +328,7 @@ def evaluate(
     predictions = predict_windows(model, eval_dataset, accelerator)
     config = accelerator.unwrap_model(model).config
     detections = processor.post_process_action_detection(
-        predictions, window_metadata(eval_dataset), id2label=config.id2label
+        predictions, window_metadata(eval_dataset), id2label=config.id2label, by_video=True
     )
     metrics = evaluate_detections(eval_annotations, as_submission(detections), tiou_thresholds).to_dict()
     metrics["num_windows_evaluated"] = len(predictions["logits"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from selfdetr_hf import SelfDetrForActionDetection
 from selfdetr_hf.data import VideoAnnotation, build_dataset, window_metadata
@@ -59,20 +60,30 @@ def test_ground_truth_as_predictions_scores_perfect_map(eval_setup, tiny_config)
                        "average_mAP": 1.0}  # fmt: skip
 
 
-def test_trainer_evaluate_reports_map(eval_setup, tiny_config, tmp_path):
+def trainer_metrics(tmp_path, config, dataset, compute_metrics, *, concatenated):
     from transformers import Trainer, TrainingArguments
 
     from selfdetr_hf.data import SelfDetrDataCollator
 
-    dataset, compute_metrics = eval_setup
     arguments = TrainingArguments(
-        output_dir=str(tmp_path), per_device_eval_batch_size=2, eval_do_concat_batches=False,
+        output_dir=str(tmp_path), per_device_eval_batch_size=2, eval_do_concat_batches=concatenated,
         remove_unused_columns=False, report_to=[], use_cpu=True,
     )  # fmt: skip
+    torch.manual_seed(0)
     trainer = Trainer(
-        model=SelfDetrForActionDetection(tiny_config), args=arguments, eval_dataset=dataset,
+        model=SelfDetrForActionDetection(config), args=arguments, eval_dataset=dataset,
         data_collator=SelfDetrDataCollator(), compute_metrics=compute_metrics,
     )  # fmt: skip
-    metrics = trainer.evaluate()
-    assert 0.0 <= metrics["eval_average_mAP"] <= 1.0
-    assert {f"eval_mAP@{t}" for t in ("0.3", "0.4", "0.5", "0.6", "0.7")} <= set(metrics)
+    return trainer.evaluate()
+
+
+def test_trainer_evaluate_reports_the_same_map_with_concatenated_or_per_batch_predictions(
+    eval_setup, tiny_config, tmp_path
+):
+    dataset, compute_metrics = eval_setup
+    per_batch = trainer_metrics(tmp_path, tiny_config, dataset, compute_metrics, concatenated=False)
+    concatenated = trainer_metrics(tmp_path, tiny_config, dataset, compute_metrics, concatenated=True)
+    assert 0.0 < concatenated["eval_average_mAP"] <= 1.0  # the seeded model finds some segments
+    assert {f"eval_mAP@{t}" for t in ("0.3", "0.4", "0.5", "0.6", "0.7")} <= set(concatenated)
+    maps = [key for key in concatenated if "mAP" in key]
+    assert {key: concatenated[key] for key in maps} == {key: per_batch[key] for key in maps}
