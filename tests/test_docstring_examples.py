@@ -60,6 +60,7 @@ def test_the_public_classes_have_examples():
         "selfdetr_hf.configuration_self_detr.SelfDetrConfig",
         "selfdetr_hf.processing_self_detr.SelfDetrProcessor",
         "selfdetr_hf.processing_self_detr.SelfDetrProcessor.post_process_action_detection",
+        "selfdetr_hf.data.collator.SelfDetrDataCollator",
     } <= names
 
 
