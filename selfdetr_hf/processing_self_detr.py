@@ -257,7 +257,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             raise ValueError("time_offset and durations place windows in seconds and need feature_fps")
         if durations is not None and len(durations) != count:
             raise ValueError(f"durations: {len(durations)} values for {count} videos")
-        inputs, masks, metadata = [], [], []
+        inputs, masks, windows = [], [], []
         for index, (video_id, video) in enumerate(zip(video_ids, videos)):
             video = np.asarray(video, dtype=np.float32)
             if video.ndim != 2 or len(video) == 0:
@@ -267,10 +267,10 @@ class SelfDetrProcessor(FeatureExtractionMixin):
                 window, mask = self.window_inputs(video, offset, length)
                 inputs.append(window)
                 masks.append(mask)
-                metadata.append((video_id, int(offset), int(length), len(video), index))
+                windows.append((video_id, int(offset), int(length), len(video), index))
         data = {"input_features": np.stack(inputs), "attention_mask": np.stack(masks)}
         if feature_fps is not None:
-            data["window_metadata"] = _window_metadata(metadata, feature_fps, time_offset, durations, count)
+            data["window_metadata"] = _window_metadata(windows, feature_fps, time_offset, durations, count)
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["window_metadata"])
 
     def post_process_action_detection(
