@@ -76,6 +76,13 @@ def test_invalid_settings_name_the_field(settings, message):
         SelfDetrProcessor(**settings)
 
 
+def test_from_pretrained_overrides_are_validated(tmp_path):
+    SelfDetrProcessor.thumos14().save_pretrained(tmp_path)
+    assert SelfDetrProcessor.from_pretrained(tmp_path, top_k_per_video=50).top_k_per_video == 50
+    with pytest.raises(ValueError, match="nms_method must be one of nms, soft_nms, none; got 'fast'"):
+        SelfDetrProcessor.from_pretrained(tmp_path, nms_method="fast")
+
+
 def test_call_cuts_test_windows_and_returns_their_metadata():
     inputs = SelfDetrProcessor()([np.zeros((300, 8)), np.zeros((50, 8))], feature_fps=7.5, video_ids=["a", "b"])
     assert inputs["input_features"].shape == (4, 128, 8) and inputs["attention_mask"].shape == (4, 128)
