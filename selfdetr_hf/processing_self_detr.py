@@ -246,7 +246,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             outputs: model outputs with `logits` ``(N, Nq, K)`` and `pred_segments`
                 ``(N, Nq, 2)`` (a `SelfDetrActionDetectionOutput`, a dict, a
                 ``(logits, pred_segments)`` pair such as `Trainer.predict` returns), or a list
-                of those for consecutive batches.
+                of those for consecutive batches; on any device (post-processing runs on the CPU).
             window_metadata: N dicts, one per window in the same order, with the keys of
                 `WINDOW_METADATA_KEYS` (rows of `window_metadata(dataset)` or the
                 `window_metadata` the processor returned).
@@ -259,7 +259,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             ``{video_id: {"segments": (n, 2) seconds, "scores": (n,), "labels": (n,) int64,
             "label_names": list[str]}}``, best first, videos in order of appearance.
         """
-        logits, pred_segments = _logits_and_segments(outputs)
+        logits, pred_segments = (tensor.detach().cpu() for tensor in _logits_and_segments(outputs))
         if len(window_metadata) != len(logits):
             raise ValueError(f"{len(logits)} windows of outputs but {len(window_metadata)} window_metadata entries")
         segments, scores, labels = self._window_detections(logits, pred_segments, window_metadata)
