@@ -220,8 +220,9 @@ def run_training(
     """``count`` optimiser steps of the default recipe through `training_step`.
 
     Returns the step times (median after 3 warm-up steps when there are more than 5), the
-    peak memory, every loss, the eval-mode loss of the initial weights on the first batch,
-    and how many optimiser steps fp16 loss scaling skipped.
+    peak memory, every loss, the eval-mode loss of the initial weights on the first batch
+    (not with a dynamo backend: eval mode would compile a second graph), and how many
+    optimiser steps fp16 loss scaling skipped.
     """
     from accelerate import Accelerator
     from accelerate.utils import send_to_device
@@ -243,10 +244,12 @@ def run_training(
     device = accelerator.device
     batches = send_to_device(training_batches(config, batch, steps, count=4), device)
 
-    model.eval()
-    with torch.no_grad():
-        initial_loss = model(**batches[0]).loss.item()
-    model.train()
+    initial_loss = None
+    if dynamo_backend == "no":
+        model.eval()
+        with torch.no_grad():
+            initial_loss = model(**batches[0]).loss.item()
+        model.train()
     reset_peak_memory(device)
     times, losses, skipped = [], [], 0
     for step in range(count):
@@ -275,7 +278,7 @@ def run_training(
         "peak_memory_mib": peak_memory_mib(device),
         "initial_eval_loss": initial_loss,
         "losses": losses,
-        "losses_finite": all(math.isfinite(loss) for loss in losses) and math.isfinite(initial_loss),
+        "losses_finite": all(math.isfinite(loss) for loss in [*losses, initial_loss or 0.0]),
         "skipped_optimizer_steps": skipped,
     }
 
