@@ -29,10 +29,11 @@ from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
 BATCH, STEPS = 16, 128
 
 
-def make_batch(config: SelfDetrConfig, generator: torch.Generator):
-    features = torch.randn(BATCH, STEPS, config.feature_dim, generator=generator)
+def make_batch(config: SelfDetrConfig, generator: torch.Generator, batch: int = BATCH, steps: int = STEPS):
+    """Random ``(batch, steps, feature_dim)`` features and 1-5 random segments per window."""
+    features = torch.randn(batch, steps, config.feature_dim, generator=generator)
     labels = []
-    for _ in range(BATCH):
+    for _ in range(batch):
         count = int(torch.randint(1, 6, (1,), generator=generator))
         centers = torch.rand(count, generator=generator) * 0.8 + 0.1
         widths = torch.rand(count, generator=generator) * 0.15 + 0.02

@@ -3,6 +3,7 @@ and every auxiliary decoder output, plus the self-feedback terms on the final ou
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -30,6 +31,15 @@ def sigmoid_focal_loss(
     p_t = probabilities * targets + (1 - probabilities) * (1 - targets)
     alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
     return (alpha_t * cross_entropy * (1 - p_t) ** gamma).sum() / num_segments
+
+
+def float32_loss(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device``, so that loss terms computed under a mixed
+    precision forward pass (Accelerate, Trainer) stay float32: autocast would run the
+    guidance maps' and the encoder aggregation's matrix products in bf16 / fp16."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def average_over_processes(count: float, device: torch.device) -> float:
@@ -200,13 +210,16 @@ class SelfDetrLoss:
         cross_attentions: Sequence[torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and every (unweighted) term.
+        """Total loss and every (unweighted) term, in float32 even under autocast.
 
         Terms of auxiliary output ``i`` carry the suffix ``_i``.
 
         Returns:
             ``(loss, loss_dict)``: scalar weighted sum and the named terms.
         """
-        loss_dict = self.detection_objective(logits, pred_segments, labels, auxiliary_outputs)
-        loss_dict.update(self.feedback_losses(encoder_attentions, decoder_attentions, cross_attentions, attention_mask))
-        return self.weighted_sum(loss_dict), loss_dict
+        with float32_loss(logits.device):
+            loss_dict = self.detection_objective(logits, pred_segments, labels, auxiliary_outputs)
+            loss_dict.update(
+                self.feedback_losses(encoder_attentions, decoder_attentions, cross_attentions, attention_mask)
+            )
+            return self.weighted_sum(loss_dict), loss_dict

@@ -118,24 +118,26 @@ def masked_group_norm(features: torch.Tensor, valid: torch.Tensor, norm: nn.Grou
     """GroupNorm over (channels in a group) x (valid time steps) with `norm`'s affine.
 
     Equal to ``nn.GroupNorm`` on ``(B, d, T)`` when every step is valid; padded steps do
-    not enter the statistics, so padding leaves valid outputs unchanged.
+    not enter the statistics, so padding leaves valid outputs unchanged. Statistics are
+    float32 whatever the input dtype, as autocast runs ``nn.GroupNorm``.
 
     Args:
         features: ``(B, T, d)``; valid: ``(B, T)`` bool.
 
     Returns:
-        ``(B, T, d)``.
+        ``(B, T, d)`` in the dtype of ``features`` promoted with ``norm``'s weights.
     """
     batch, steps, channels = features.shape
     groups = norm.num_groups
-    grouped = features.view(batch, steps, groups, channels // groups)
-    weight = valid.to(features.dtype)[:, :, None, None]  # (B, T, 1, 1)
+    grouped = features.float().view(batch, steps, groups, channels // groups)
+    weight = valid.to(grouped.dtype)[:, :, None, None]  # (B, T, 1, 1)
     count = weight.sum(dim=1, keepdim=True) * (channels // groups)  # (B, 1, 1, 1)
     mean = (grouped * weight).sum(dim=(1, 3), keepdim=True) / count
     centred = grouped - mean
     variance = (centred.square() * weight).sum(dim=(1, 3), keepdim=True) / count
     normalised = (centred * torch.rsqrt(variance + norm.eps)).view(batch, steps, channels)
-    return normalised * norm.weight + norm.bias
+    output_dtype = torch.promote_types(features.dtype, norm.weight.dtype)
+    return (normalised * norm.weight + norm.bias).to(output_dtype)
 
 
 def dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor:

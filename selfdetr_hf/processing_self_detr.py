@@ -298,7 +298,8 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             outputs ([`SelfDetrActionDetectionOutput`], `dict`, `tuple` or `list`):
                 Model outputs with `logits` `(num_windows, num_queries, num_labels)` and `pred_segments`
                 `(num_windows, num_queries, 2)`: a model output, a dict, a `(logits, pred_segments)` pair as
-                `Trainer.predict` returns (concatenated or not), or a list of those for consecutive batches.
+                `Trainer.predict` returns (concatenated or not), or a list of those for consecutive batches, on any
+                device (post-processing runs on the CPU).
             window_metadata (`list[dict]`):
                 One dict per window, in the order of the outputs, with the keys of `WINDOW_METADATA_KEYS`: the
                 `window_metadata` the processor returned, or `selfdetr_hf.data.window_metadata(dataset)`.
@@ -352,7 +353,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             raise ValueError(f"threshold must be a score in [0, 1]; got {threshold!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer; got {top_k!r}")
-        logits, pred_segments = _logits_and_segments(outputs)
+        logits, pred_segments = (tensor.detach().cpu() for tensor in _logits_and_segments(outputs))
         if len(window_metadata) != len(logits):
             raise ValueError(f"{len(logits)} windows of outputs but {len(window_metadata)} window_metadata entries")
         segments, scores, labels = self._window_detections(logits, pred_segments, window_metadata)

@@ -35,3 +35,30 @@ def test_losses_are_normalised_by_the_number_of_segments():
     two = criterion.detection_losses(torch.zeros(1, 1, 1), segments, labels, 2.0)
     for name in one:
         assert torch.allclose(one[name], 2 * two[name])
+
+
+def test_loss_under_mixed_precision_autocast_is_the_float32_loss(tiny_config):
+    """Accelerate runs the forward, and so the loss, under autocast: the guidance maps'
+    and the aggregation's matrix products must still run in float32."""
+    from selfdetr_hf import SelfDetrForActionDetection
+
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    labels = [
+        {"class_labels": torch.tensor([0, 2]), "segments": torch.tensor([[0.3, 0.1], [0.7, 0.2]])},
+        {"class_labels": torch.tensor([1]), "segments": torch.tensor([[0.5, 0.3]])},
+    ]
+    with torch.no_grad():
+        outputs = model(input_features=torch.randn(2, 24, 32), output_attentions=True)
+        arguments = {
+            "auxiliary_outputs": outputs.auxiliary_outputs,
+            "encoder_attentions": outputs.encoder_attentions,
+            "decoder_attentions": outputs.decoder_attentions,
+            "cross_attentions": outputs.cross_attentions,
+        }
+        float32, float32_terms = model.criterion(outputs.logits, outputs.pred_segments, labels, **arguments)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed, mixed_terms = model.criterion(outputs.logits, outputs.pred_segments, labels, **arguments)
+    for name, value in float32_terms.items():
+        assert mixed_terms[name].dtype == torch.float32, name
+        torch.testing.assert_close(mixed_terms[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    torch.testing.assert_close(mixed, float32, rtol=1e-6, atol=1e-7)

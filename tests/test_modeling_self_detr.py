@@ -176,6 +176,26 @@ def test_bfloat16_autocast_gives_finite_loss(tiny_config):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_input_group_norm_statistics_are_float32_under_autocast():
+    """The input projection runs in bf16 under autocast; its GroupNorm must not take
+    bf16 statistics of features far from zero mean (I3D features are non-negative)."""
+    from selfdetr_hf.modeling_self_detr import masked_group_norm
+
+    norm = torch.nn.GroupNorm(8, 64)
+    torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+    torch.nn.init.uniform_(norm.bias, -0.5, 0.5)
+    features = (torch.randn(2, 128, 64) * 0.5 + 3.0).bfloat16()
+    valid = torch.ones(2, 128, dtype=torch.bool)
+    with torch.no_grad():
+        expected = norm(features.float().transpose(1, 2)).transpose(1, 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            normalised = masked_group_norm(features, valid, norm)
+        in_bfloat16 = masked_group_norm(features, valid, norm.to(torch.bfloat16))
+    assert normalised.dtype == torch.float32  # as autocast's nn.GroupNorm
+    torch.testing.assert_close(normalised, expected, rtol=1e-5, atol=1e-5)
+    assert in_bfloat16.dtype == torch.bfloat16  # a model converted to bf16 stays bf16
+
+
 def test_wrong_channel_count_is_a_clear_error(tiny_config):
     model = SelfDetrForActionDetection(tiny_config)
     with pytest.raises(ValueError, match=r"input_features must have shape \(batch, time, 32\).*transpose"):

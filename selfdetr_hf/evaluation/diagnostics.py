@@ -40,9 +40,11 @@ def window_attention_maps(
 
     Returns:
         One dict per window: kind (see `ATTENTION_KINDS`) -> per layer the map cropped to
-        the window's valid steps: encoder ``(t, t)``, decoder ``(Nq, Nq)``, cross ``(Nq, t)``.
+        the window's valid steps: encoder ``(t, t)``, decoder ``(Nq, Nq)``, cross ``(Nq, t)``,
+        on the CPU whatever the model's device.
     """
     model.eval()
+    device = next(model.parameters()).device
     features = torch.as_tensor(features, dtype=torch.float32)
     num_steps, channels = features.shape
     num_windows = -(-num_steps // window_size)
@@ -51,18 +53,24 @@ def window_attention_maps(
     mask = torch.zeros(num_windows * window_size, dtype=torch.long)
     mask[:num_steps] = 1
     outputs = model(
-        input_features=padded.view(num_windows, window_size, channels),
-        attention_mask=mask.view(num_windows, window_size),
+        input_features=padded.view(num_windows, window_size, channels).to(device),
+        attention_mask=mask.view(num_windows, window_size).to(device),
         output_attentions=True,
     )
+    maps = {
+        kind: [layer.float().cpu() for layer in layers]
+        for kind, layers in zip(
+            ATTENTION_KINDS, (outputs.encoder_attentions, outputs.decoder_attentions, outputs.cross_attentions)
+        )
+    }
     windows = []
     for index in range(num_windows):
         valid = min(window_size, num_steps - index * window_size)
         windows.append(
             {
-                "encoder": [layer[index, :valid, :valid] for layer in outputs.encoder_attentions],
-                "decoder": [layer[index] for layer in outputs.decoder_attentions],
-                "cross": [layer[index, :, :valid] for layer in outputs.cross_attentions],
+                "encoder": [layer[index, :valid, :valid] for layer in maps["encoder"]],
+                "decoder": [layer[index] for layer in maps["decoder"]],
+                "cross": [layer[index, :, :valid] for layer in maps["cross"]],
             }
         )
     return windows

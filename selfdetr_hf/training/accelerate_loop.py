@@ -195,14 +195,7 @@ def train(
         if done_in_epoch:
             batches = _resumed_batches(accelerator, train_loader, done_in_epoch * args.gradient_accumulation_steps)
         for batch in batches:
-            with accelerator.accumulate(model):
-                outputs = model(**batch)
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and recipe.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+            outputs = training_step(accelerator, model, batch, optimizer, scheduler, recipe.grad_clip)
             if not accelerator.sync_gradients:
                 continue
             progress.completed_steps += 1
@@ -238,6 +231,33 @@ def train(
             (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     accelerator.end_training()
     return metrics
+
+
+def training_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_clip: float | None,
+):
+    """One micro-batch of the loop: forward under the accelerator's mixed precision,
+    backward (loss-scaled in fp16), and, when gradients are synchronised, clipping and an
+    optimiser and scheduler step. ``model``, ``optimizer`` and ``scheduler`` are the
+    prepared ones; ``batch`` is on the accelerator's device.
+
+    Returns:
+        The model outputs (``loss``, ``loss_dict``, predictions).
+    """
+    with accelerator.accumulate(model):
+        outputs = model(**batch)
+        accelerator.backward(outputs.loss)
+        if accelerator.sync_gradients and grad_clip is not None:
+            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return outputs
 
 
 def _resumed_batches(accelerator: Accelerator, loader, skip: int) -> Iterator:

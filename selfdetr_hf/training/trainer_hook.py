@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..losses import float32_loss
 from ..self_feedback import decoder_feedback_loss, encoder_feedback_loss
 
 DetectionLoss = Callable[[object, Sequence[dict]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -92,6 +93,10 @@ class SelfFeedbackLoss:
         return cls(_transformers_detection_loss(model), **kwargs)
 
     def __call__(self, outputs, labels: Sequence[dict] | None, num_items_in_batch=None) -> torch.Tensor:
+        with float32_loss(outputs.logits.device):  # also under Trainer's mixed precision
+            return self._loss(outputs, labels)
+
+    def _loss(self, outputs, labels: Sequence[dict] | None) -> torch.Tensor:
         if labels is None:
             raise ValueError("SelfFeedbackLoss needs labels: keep a 'labels' column in the dataset")
         loss, loss_dict = self.detection_loss(outputs, labels)

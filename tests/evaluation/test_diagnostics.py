@@ -36,6 +36,29 @@ def test_windows_are_cropped_to_their_valid_steps(tiny_model, tiny_config):
     assert [tuple(m.shape) for m in windows[1]["decoder"]] == [(8, 8)] * tiny_config.decoder_layers
 
 
+def test_windows_reach_the_model_on_its_device(tiny_model, tiny_config):
+    """A model on a GPU gets its windows there (checked with a model whose first parameter
+    lives on the meta device and which runs the real CPU model)."""
+    seen = []
+
+    class ElsewhereModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.placement = torch.nn.Parameter(torch.empty(0, device="meta"))
+            self.model = tiny_model
+
+        def forward(self, input_features, attention_mask, output_attentions):
+            seen.extend([input_features.device.type, attention_mask.device.type])
+            return self.model(
+                input_features=torch.zeros(input_features.shape), attention_mask=torch.ones(attention_mask.shape),
+                output_attentions=output_attentions,
+            )  # fmt: skip
+
+    windows = window_attention_maps(ElsewhereModel(), torch.randn(70, tiny_config.feature_dim), window_size=32)
+    assert seen == ["meta", "meta"]
+    assert len(windows) == 3 and windows[0]["encoder"][0].device.type == "cpu"
+
+
 def test_padded_window_maps_equal_the_maps_of_the_unpadded_window(tiny_model, tiny_config):
     features = torch.randn(40, tiny_config.feature_dim)
     padded = window_attention_maps(tiny_model, features, window_size=64)[0]

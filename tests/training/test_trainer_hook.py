@@ -140,3 +140,15 @@ def test_trainer_trains_dab_detr_with_the_hook(tmp_path):
     assert "loss_decoder_feedback" in hook.last_loss_dict
     changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert any("self_attn" in name for name in changed)
+
+
+def test_hook_loss_under_mixed_precision_autocast_is_the_float32_loss(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    hook = SelfFeedbackLoss.for_model(model)
+    with torch.no_grad():
+        outputs = model(input_features=torch.randn(2, 16, 32), output_attentions=True)
+        float32 = hook(outputs, action_labels())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = hook(outputs, action_labels())
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, float32, rtol=1e-6, atol=1e-7)
