@@ -491,12 +491,12 @@ def _check_post_processing_on_device(settings: Settings) -> dict[str, Any]:
     model = SelfDetrForActionDetection(model_config(settings)).to(device).eval()
     processor = SelfDetrProcessor.thumos14()
     features = np.random.default_rng(0).standard_normal((300, model.config.feature_dim), dtype=np.float32)
-    inputs = processor(features, feature_fps=FEATURE_FPS, video_ids=["video"])
+    inputs = processor(features, feature_fps=FEATURE_FPS, video_ids=["video"], return_tensors="pt")
     with torch.no_grad():
         outputs = model(
             input_features=inputs["input_features"].to(device), attention_mask=inputs["attention_mask"].to(device)
         )
-    detections = processor.post_process_action_detection(outputs, inputs["window_metadata"])
+    detections = processor.post_process_action_detection(outputs, inputs["window_metadata"], by_video=True)
     return {
         "detections": len(detections["video"]["scores"]),
         "result_device": str(detections["video"]["scores"].device),
