@@ -35,3 +35,12 @@ def test_losses_are_normalised_by_the_number_of_segments():
     two = criterion.detection_losses(torch.zeros(1, 1, 1), segments, labels, 2.0)
     for name in one:
         assert torch.allclose(one[name], 2 * two[name])
+
+
+def test_tiou_loss_adds_the_authors_epsilon_to_the_union():
+    config = SelfDetrConfig(id2label={0: "a"})
+    tiny = torch.tensor([[1e-6, 1e-6]])  # (center, width): an epsilon of 1e-7 is 10% of the union
+    labels = [{"class_labels": torch.tensor([0]), "segments": tiny}]
+    criterion = SelfDetrLoss(config)
+    terms = criterion.detection_losses(torch.zeros(1, 1, 1), tiny[None], labels, 1.0)
+    assert abs(terms["loss_tiou"].item() - (1 - 1e-6 / (1e-6 + 1e-7))) < 1e-4
