@@ -14,6 +14,7 @@ THUMOS14_CLASSES = (
 ACTIVATIONS = ("prelu", "relu", "gelu")
 ENCODER_AGGREGATIONS = ("matmul", "average", "last")
 DECODER_GUIDANCES = ("layer", "last", "average")
+FEEDBACK_MAPS = ("after_dropout", "before_dropout")
 
 
 class SelfDetrConfig(PreTrainedConfig):
@@ -50,6 +51,11 @@ class SelfDetrConfig(PreTrainedConfig):
             combined before the KL (Eq. 4): `matmul`, `average`, `last`.
         decoder_guidance (`str`, defaults to `"layer"`): which decoder self-attention is
             paired with which guidance: `layer`, `last`, `average`.
+        feedback_maps (`str`, defaults to `"after_dropout"`): which attention maps the
+            self-feedback terms see in training: `after_dropout` (the head average of the
+            dropped-out probabilities, as the authors' code computes them) or
+            `before_dropout` (the softmax itself, rows summing to 1). Identical in eval
+            mode and with `dropout=0`.
 
     Example:
 
@@ -104,6 +110,7 @@ class SelfDetrConfig(PreTrainedConfig):
     decoder_feedback_weight: float = 5.0
     encoder_aggregation: str = "matmul"
     decoder_guidance: str = "layer"
+    feedback_maps: str = "after_dropout"
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
@@ -120,6 +127,7 @@ class SelfDetrConfig(PreTrainedConfig):
             "activation_function": ACTIVATIONS,
             "encoder_aggregation": ENCODER_AGGREGATIONS,
             "decoder_guidance": DECODER_GUIDANCES,
+            "feedback_maps": FEEDBACK_MAPS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

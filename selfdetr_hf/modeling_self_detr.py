@@ -157,11 +157,14 @@ def multi_head_attention(
     key_valid: torch.Tensor | None,
     dropout_p: float,
     need_weights: bool,
+    maps_after_dropout: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention over split heads, scale ``head_dim^-0.5``.
 
-    With ``need_weights`` the softmax is materialised and its head average returned
-    (probabilities before dropout). Otherwise no map is kept and the fused kernel runs,
+    With ``need_weights`` the softmax is materialised and its head average returned:
+    of the dropped-out probabilities that weight the values (``maps_after_dropout``, the
+    authors' maps) or of the probabilities before dropout (rows summing to 1); the two
+    are equal when ``dropout_p`` is 0. Otherwise no map is kept and the fused kernel runs,
     except where query and value head sizes differ (the conditional cross-attention):
     there PyTorch's fused CPU kernels fall back to an unfused path slower than this one.
 
@@ -183,9 +186,11 @@ def multi_head_attention(
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     probabilities = scores.float().softmax(dim=-1)
-    attention_map = probabilities.mean(dim=1) if need_weights else None  # (B, L, S)
-    probabilities = dropout(probabilities.to(value.dtype), dropout_p, training=True)
-    output = (probabilities @ value).transpose(1, 2).reshape(batch, length, -1)
+    dropped = dropout(probabilities, dropout_p, training=True)
+    attention_map = None
+    if need_weights:
+        attention_map = (dropped if maps_after_dropout else probabilities).mean(dim=1)  # (B, L, S)
+    output = (dropped.to(value.dtype) @ value).transpose(1, 2).reshape(batch, length, -1)
     return output, attention_map
 
 
@@ -244,6 +249,7 @@ class SelfDetrEncoderSelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.out_proj = nn.Linear(d, d)
         self.dropout = config.dropout
+        self.maps_after_dropout = config.feedback_maps == "after_dropout"
 
     def forward(
         self, hidden: torch.Tensor, query_key: torch.Tensor, valid: torch.Tensor | None, need_weights: bool
@@ -255,7 +261,7 @@ class SelfDetrEncoderSelfAttention(nn.Module):
         heads = self.num_heads
         output, attention_map = multi_head_attention(
             split_heads(query, heads), split_heads(key, heads), split_heads(value, heads), valid,
-            self.dropout if self.training else 0.0, need_weights,
+            self.dropout if self.training else 0.0, need_weights, self.maps_after_dropout,
         )  # fmt: skip
         return self.out_proj(output), attention_map
 
@@ -293,6 +299,7 @@ class SelfDetrDecoderSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d, d)
         self.num_heads = config.num_attention_heads
         self.dropout = config.dropout
+        self.maps_after_dropout = config.feedback_maps == "after_dropout"
 
     def forward(
         self, hidden: torch.Tensor, query_pos: torch.Tensor, need_weights: bool
@@ -303,7 +310,7 @@ class SelfDetrDecoderSelfAttention(nn.Module):
         key = split_heads(self.k_content_proj(hidden) + self.k_pos_proj(query_pos), heads)
         value = split_heads(self.v_proj(hidden), heads)
         output, attention_map = multi_head_attention(
-            query, key, value, None, self.dropout if self.training else 0.0, need_weights
+            query, key, value, None, self.dropout if self.training else 0.0, need_weights, self.maps_after_dropout
         )
         return self.out_proj(output), attention_map
 
@@ -327,6 +334,7 @@ class SelfDetrDecoderCrossAttention(nn.Module):
         self.out_proj = nn.Linear(d, d)
         self.num_heads = config.num_attention_heads
         self.dropout = config.dropout
+        self.maps_after_dropout = config.feedback_maps == "after_dropout"
 
     def forward(
         self,
@@ -355,7 +363,7 @@ class SelfDetrDecoderCrossAttention(nn.Module):
         key = torch.cat((split_heads(key_content, heads), split_heads(key_pos, heads)), dim=-1)
         value = split_heads(self.v_proj(memory), heads)  # (B, h, T, d/h)
         output, attention_map = multi_head_attention(
-            query, key, value, valid, self.dropout if self.training else 0.0, need_weights
+            query, key, value, valid, self.dropout if self.training else 0.0, need_weights, self.maps_after_dropout
         )
         return self.out_proj(output), attention_map
 

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModel
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel
 from selfdetr_hf.convert import rename_original_key
+from selfdetr_hf.modeling_self_detr import SelfDetrDecoderSelfAttention, dropout
 
 
 def make_labels():
@@ -165,6 +166,89 @@ def test_feedback_gradient_reaches_self_attention_but_not_cross_attention(tiny_c
     decoder = feedback_gradients(model, features, "loss_decoder_feedback")
     assert touched(decoder, r"decoder\.layers\.2\.self_attn\.(q|k)_content_proj")
     assert not touched(decoder, r"decoder\.layers\.2\.cross_attn")
+
+
+def test_attention_map_is_the_dropped_out_probabilities_that_weight_the_values(tiny_config):
+    tiny_config.dropout = 0.3
+    attention = SelfDetrDecoderSelfAttention(tiny_config).train()
+    hidden, position = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    torch.manual_seed(1)
+    output, attention_map = attention(hidden, position, need_weights=True)
+
+    def heads(tensor):  # (B, Nq, d) -> (B, h, Nq, d / h)
+        return tensor.view(2, 8, 4, 16).transpose(1, 2)
+
+    query = heads(attention.q_content_proj(hidden) + attention.q_pos_proj(position))
+    key = heads(attention.k_content_proj(hidden) + attention.k_pos_proj(position))
+    probabilities = (query @ key.transpose(-1, -2) / 4).softmax(-1)  # (B, h, Nq, Nq), scale 16^-0.5
+    torch.manual_seed(1)
+    dropped = dropout(probabilities, 0.3, training=True)
+    assert (dropped == 0).any()
+    torch.testing.assert_close(attention_map, dropped.mean(1))
+    merged = (dropped @ heads(attention.v_proj(hidden))).transpose(1, 2).reshape(2, 8, 64)
+    torch.testing.assert_close(output, attention.out_proj(merged))
+
+
+def written_out_feedback(encoder_maps, decoder_maps, cross_maps, eps=1e-7):
+    """Eq. 2-6 with the default pairing (decoder: per layer; encoder: matmul aggregation)."""
+
+    def normalise(matrix):
+        return matrix / matrix.sum(-1, keepdim=True)
+
+    def kl(target, prediction):  # summed over keys, averaged over every row
+        return ((target + eps) * ((target + eps).log() - (prediction + eps).log())).sum(-1).mean()
+
+    cross = torch.stack(cross_maps)  # (L_d, B, Nq, T)
+    decoder = kl(normalise((cross @ cross.transpose(-1, -2) + eps).sqrt()), torch.stack(decoder_maps))
+    mean_cross = cross.mean(0)
+    aggregated = encoder_maps[0]
+    for layer in encoder_maps[1:]:
+        aggregated = normalise((aggregated @ layer.transpose(-1, -2) + eps).sqrt())
+    encoder = kl(normalise((mean_cross.transpose(-1, -2) @ mean_cross + eps).sqrt()), aggregated)
+    return encoder, decoder
+
+
+def feedback_terms(config, features, seed=3):
+    """A training forward pass of a model built and run from one seed."""
+    torch.manual_seed(seed)
+    model = SelfDetrForActionDetection(config).train()
+    return model(input_features=features, labels=make_labels(), output_attentions=True)
+
+
+@pytest.mark.parametrize("feedback_maps", ["after_dropout", "before_dropout"])
+def test_feedback_terms_are_computed_on_the_chosen_maps(tiny_config, feedback_maps):
+    tiny_config.dropout, tiny_config.feedback_maps = 0.3, feedback_maps
+    torch.manual_seed(0)
+    outputs = feedback_terms(tiny_config, torch.randn(2, 16, 32))
+    maps = (outputs.encoder_attentions, outputs.decoder_attentions, outputs.cross_attentions)
+    row_sums = torch.cat([m.sum(-1).flatten() for kind in maps for m in kind])
+    if feedback_maps == "after_dropout":  # head averages of dropped-out rows: sums around 1
+        assert (row_sums - 1).abs().max() > 0.05
+    else:
+        torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
+    encoder, decoder = written_out_feedback(*maps)
+    torch.testing.assert_close(outputs.loss_dict["loss_encoder_feedback"], encoder)
+    torch.testing.assert_close(outputs.loss_dict["loss_decoder_feedback"], decoder)
+
+
+def test_feedback_maps_choice_changes_nothing_without_dropout(tiny_config):
+    tiny_config.dropout = 0.0
+    features = torch.randn(2, 16, 32)
+    after = feedback_terms(tiny_config, features)
+    tiny_config.feedback_maps = "before_dropout"
+    before = feedback_terms(tiny_config, features)
+    for name, value in after.loss_dict.items():
+        assert torch.equal(value, before.loss_dict[name]), name
+
+
+def test_feedback_maps_choice_matters_with_dropout(tiny_config):
+    tiny_config.dropout = 0.3
+    features = torch.randn(2, 16, 32)
+    after = feedback_terms(tiny_config, features)
+    tiny_config.feedback_maps = "before_dropout"
+    before = feedback_terms(tiny_config, features)
+    torch.testing.assert_close(after.logits, before.logits)  # same draws, same forward pass
+    assert not torch.isclose(after.loss_dict["loss_decoder_feedback"], before.loss_dict["loss_decoder_feedback"])
 
 
 def test_bfloat16_autocast_gives_finite_loss(tiny_config):
