@@ -29,16 +29,32 @@ class SelfDetrModelOutput(ModelOutput):
     r"""Outputs of [`SelfDetrModel`].
 
     Args:
-        last_hidden_state (`(B, Nq, d)`): final decoder output after the decoder LayerNorm.
-        intermediate_hidden_states (`(L_d, B, Nq, d)`): every decoder layer's normalised
-            output, the input of the prediction heads.
-        reference_points (`(L_d, B, Nq, 2)`): the (center, width) reference that entered
-            each decoder layer, sigmoid space.
-        encoder_last_hidden_state (`(B, T, d)`): the encoder memory.
-        encoder_hidden_states / decoder_hidden_states: per-layer outputs when
-            `output_hidden_states=True` (input embedding first).
-        encoder_attentions (L_e x `(B, T, T)`), decoder_attentions (L_d x `(B, Nq, Nq)`),
-        cross_attentions (L_d x `(B, Nq, T)`): head-averaged attention probabilities.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, d_model)`):
+            Output of the last decoder layer after the decoder LayerNorm.
+        intermediate_hidden_states (`torch.FloatTensor` of shape `(decoder_layers, batch_size, num_queries, d_model)`):
+            Every decoder layer's output after the decoder LayerNorm: the input of the heads.
+        reference_points (`torch.FloatTensor` of shape `(decoder_layers, batch_size, num_queries, 2)`):
+            The normalised (center, width) anchor that entered each decoder layer, float32.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`):
+            The encoder output (the decoder's memory).
+        encoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            `encoder_layers + 1` tensors of shape `(batch_size, sequence_length, d_model)`: the
+            normalised input projection, then each encoder layer's output.
+        decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            `decoder_layers + 1` tensors of shape `(batch_size, num_queries, d_model)`: the decoder
+            input (zero content queries), each layer's output, and last the output after the
+            decoder LayerNorm (equal to `last_hidden_state`).
+        encoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `encoder_layers` self-attention maps of shape `(batch_size, sequence_length, sequence_length)`,
+            averaged over heads, or `(batch_size, num_heads, sequence_length, sequence_length)` with
+            `per_head_attentions=True`. Float32 probabilities; in training mode after attention
+            dropout unless `config.feedback_maps="before_dropout"`.
+        decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `decoder_layers` self-attention maps of shape `(batch_size, num_queries, num_queries)`
+            (per head: `(batch_size, num_heads, num_queries, num_queries)`).
+        cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `decoder_layers` cross-attention maps of shape `(batch_size, num_queries, sequence_length)`
+            (per head: `(batch_size, num_heads, num_queries, sequence_length)`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -57,14 +73,19 @@ class SelfDetrActionDetectionOutput(ModelOutput):
     r"""Outputs of [`SelfDetrForActionDetection`].
 
     Args:
-        loss (scalar): Eq. 9, when `labels` are given.
-        loss_dict (`dict[str, Tensor]`): every unweighted term (`loss_focal`, `loss_l1`,
-            `loss_tiou`, their auxiliary copies `_0`.., `loss_encoder_feedback`,
-            `loss_decoder_feedback`).
-        logits (`(B, Nq, K)`): sigmoid classification logits of the last decoder layer.
-        pred_segments (`(B, Nq, 2)`): normalised (center, width) of the last layer.
-        auxiliary_outputs (`list[dict]`): `logits` and `pred_segments` of the other layers.
-        The remaining fields are those of [`SelfDetrModelOutput`].
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            The training objective, Eq. 9.
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            Every unweighted term: `loss_focal`, `loss_l1`, `loss_tiou`, their copies for the
+            auxiliary outputs `loss_focal_0`, ..., and `loss_encoder_feedback`, `loss_decoder_feedback`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels)`):
+            Sigmoid classification logits of the last decoder layer.
+        pred_segments (`torch.FloatTensor` of shape `(batch_size, num_queries, 2)`):
+            Normalised (center, width) of each query's segment in the window, float32.
+        auxiliary_outputs (`list[dict]`):
+            `logits` and `pred_segments` of every decoder layer but the last.
+
+    The other fields are those of [`SelfDetrModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -480,22 +501,28 @@ class SelfDetrDecoder(nn.Module):
         need_weights: bool,
         output_hidden_states: bool,
     ) -> dict[str, torch.Tensor | tuple]:
-        """anchors: ``(B, Nq, 2)`` unsigmoided; memory, memory_pos: ``(B, T, d)``."""
+        """anchors: ``(B, Nq, 2)`` unsigmoided; memory, memory_pos: ``(B, T, d)``.
+
+        References, their sine embeddings, the width modulation and the refinement through
+        the inverse sigmoid stay in float32 under any dtype or autocast: in bfloat16 the
+        refined anchors drift layer after layer. Only what enters a linear layer is cast.
+        """
         d = memory.shape[-1]
         hidden = memory.new_zeros(anchors.shape[0], anchors.shape[1], d)  # content queries start at 0
-        reference = anchors.sigmoid()
+        reference = anchors.float().sigmoid()
         references = [reference]  # what each layer's prediction is relative to (not detached)
         intermediate, self_maps, cross_maps = [], (), ()
         hidden_states = (hidden,) if output_hidden_states else ()
         for index, layer in enumerate(self.layers):
-            sine = sine_embedding(reference * (2 * math.pi), d).flatten(-2).to(memory.dtype)  # (B, Nq, 2d)
-            query_pos = self.ref_point_head(sine)
+            sine = sine_embedding(reference * (2 * math.pi), d).flatten(-2)  # (B, Nq, 2d) float32
+            query_pos = self.ref_point_head(sine.to(memory.dtype))
             center_sine = sine[..., :d]
             if index > 0:
-                center_sine = center_sine * self.query_scale(hidden)
-            width_modulation = self.ref_anchor_head(hidden).sigmoid() / reference[..., 1:]  # (B, Nq, 1)
+                center_sine = center_sine * self.query_scale(hidden).float()
+            width_modulation = self.ref_anchor_head(hidden).float().sigmoid() / reference[..., 1:]  # (B, Nq, 1)
+            query_sine = (center_sine * width_modulation).to(memory.dtype)
             hidden, self_map, cross_map = layer(
-                hidden, query_pos, center_sine * width_modulation, memory, memory_pos, valid, need_weights
+                hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights
             )
             self_maps += (self_map,)
             cross_maps += (cross_map,)
@@ -505,7 +532,7 @@ class SelfDetrDecoder(nn.Module):
             if index + 1 < len(self.layers):
                 # Iterative refinement from the un-normalised output; the next layer's
                 # reference is detached, the prediction's is not.
-                refined = (self.segment_head(hidden) + inverse_sigmoid(reference)).sigmoid()
+                refined = (self.segment_head(hidden).float() + inverse_sigmoid(reference)).sigmoid()
                 references.append(refined)
                 reference = refined.detach()
         return {
@@ -776,7 +803,7 @@ class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
         hidden = outputs.intermediate_hidden_states  # (L_d, B, Nq, d)
         logits = self.class_head(hidden)  # (L_d, B, Nq, K)
         segment_offsets = self.model.decoder.segment_head(hidden)  # (L_d, B, Nq, 2)
-        pred_segments = (segment_offsets + inverse_sigmoid(outputs.reference_points)).sigmoid()
+        pred_segments = (segment_offsets.float() + inverse_sigmoid(outputs.reference_points)).sigmoid()  # float32
         auxiliary_outputs = [
             {"logits": layer_logits, "pred_segments": layer_segments}
             for layer_logits, layer_segments in zip(logits[:-1], pred_segments[:-1])

@@ -1,3 +1,4 @@
+import copy
 import os
 import re
 import subprocess
@@ -520,3 +521,17 @@ def test_docstring_examples_run():
     for test in examples:
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_anchor_refinement_stays_in_float32_in_a_bfloat16_model(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # a non-zero segment head, as after training
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    features = torch.randn(2, 16, 32)
+    reference = model(input_features=features)
+    low = copy.deepcopy(model).to(torch.bfloat16)(input_features=features.bfloat16())
+    assert low.logits.dtype == torch.bfloat16
+    assert low.reference_points.dtype == low.pred_segments.dtype == torch.float32
+    assert (low.pred_segments - reference.pred_segments).abs().max() < 0.01
+    assert (low.logits.float() - reference.logits).abs().max() < 0.1
