@@ -264,6 +264,16 @@ def split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     return tensor.view(batch, length, heads, -1).transpose(1, 2)
 
 
+class SelfDetrInputProjection(nn.Conv1d):
+    """The authors' input projection, a 1x1 convolution over time ``(B, C, T) -> (B, d, T)``,
+    computed as one matrix product on the channels-last view: on CPU the convolution
+    kernel takes twice as long (forward and backward). Any ``nn.Conv1d`` adapter (LoRA)
+    wraps it as it would the convolution."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(features.transpose(1, 2), self.weight.squeeze(-1), self.bias).transpose(1, 2)
+
+
 class SelfDetrMLP(nn.Module):
     """Linear layers with ReLU between them (the reference's MLP)."""
 
@@ -646,7 +656,7 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
 
     def __init__(self, config: SelfDetrConfig):
         super().__init__(config)
-        self.input_projection = nn.Conv1d(config.feature_dim, config.d_model, kernel_size=1)
+        self.input_projection = SelfDetrInputProjection(config.feature_dim, config.d_model, kernel_size=1)
         self.input_norm = nn.GroupNorm(config.input_norm_groups, config.d_model)
         self.encoder = SelfDetrEncoder(config)
         self.decoder = SelfDetrDecoder(config)
