@@ -177,10 +177,16 @@ def _parse_id2label(args: argparse.Namespace) -> dict[int, str] | None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_original_checkpoint
+    from .convert import (
+        convert_original_checkpoint,
+        load_original_checkpoint,
+        recorded_hyperparameters,
+        recorded_training_settings,
+    )
 
+    checkpoint = load_original_checkpoint(args.checkpoint)
     model = convert_original_checkpoint(
-        args.checkpoint, args.output_dir, id2label=_parse_id2label(args), num_attention_heads=args.num_heads
+        checkpoint, args.output_dir, id2label=_parse_id2label(args), num_attention_heads=args.num_heads
     )
     config = model.config
     print(
@@ -188,6 +194,9 @@ def _run_convert(args: argparse.Namespace) -> int:
         f"{config.decoder_layers} decoder layers, {config.num_queries} queries, {config.num_labels} classes, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters"
     )
+    settings = recorded_training_settings(recorded_hyperparameters(checkpoint))
+    found = ", ".join(f"{original}={value} -> {field}" for field, (original, value) in settings.items())
+    print(f"training settings from the checkpoint: {found or 'none recorded, defaults kept'}")
     return 0
 
 

@@ -16,6 +16,7 @@ THUMOS14_CLASSES = (
 Activation = Literal["prelu", "relu", "gelu"]
 EncoderAggregation = Literal["matmul", "average", "last"]
 DecoderGuidance = Literal["layer", "last", "average"]
+FeedbackMaps = Literal["after_dropout", "before_dropout"]
 
 non_negative = interval(min=0)
 
@@ -91,6 +92,11 @@ class SelfDetrConfig(PreTrainedConfig):
         decoder_guidance (`str`, *optional*, defaults to `"layer"`):
             Which decoder self-attention is paired with which guidance: `"layer"`, `"last"` or
             `"average"`.
+        feedback_maps (`str`, *optional*, defaults to `"after_dropout"`):
+            Which attention maps the self-feedback terms see in training: `"after_dropout"` (the head
+            average of the dropped-out probabilities, as the authors' code computes them) or
+            `"before_dropout"` (the softmax itself, rows summing to 1). Identical in eval mode and with
+            `dropout=0`.
 
     Example:
 
@@ -154,6 +160,7 @@ class SelfDetrConfig(PreTrainedConfig):
     decoder_feedback_weight: float | int = non_negative(default=5.0)
     encoder_aggregation: EncoderAggregation = "matmul"
     decoder_guidance: DecoderGuidance = "layer"
+    feedback_maps: FeedbackMaps = "after_dropout"
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):

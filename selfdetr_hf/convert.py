@@ -62,6 +62,23 @@ KEY_MAPPING = [
 ]  # fmt: skip
 
 
+# Training settings the authors' ``cfg``/``args`` record, and the config field each sets.
+TRAINING_SETTINGS = {
+    "use_KK": "encoder_feedback",
+    "use_QQ": "decoder_feedback",
+    "KK_loss_coef": "encoder_feedback_weight",
+    "QQ_loss_coef": "decoder_feedback_weight",
+    "cls_loss_coef": "focal_loss_weight",
+    "seg_loss_coef": "l1_loss_weight",
+    "iou_loss_coef": "tiou_loss_weight",
+    "set_cost_class": "class_cost",
+    "set_cost_seg": "segment_cost",
+    "set_cost_iou": "tiou_cost",
+    "focal_alpha": "focal_alpha",
+    "aux_loss": "auxiliary_loss",
+}
+
+
 class CheckpointConversionError(ValueError):
     """An original checkpoint that cannot be converted; the message names the cause."""
 
@@ -103,10 +120,39 @@ def rename_original_key(name: str) -> str:
     raise CheckpointConversionError(f"unexpected tensor in original checkpoint: {name}")
 
 
+def recorded_hyperparameters(checkpoint: dict) -> dict:
+    """The checkpoint's ``args`` and ``cfg`` entries in one dict (``cfg`` wins)."""
+    return {**vars(checkpoint.get("args") or argparse.Namespace()), **(checkpoint.get("cfg") or {})}
+
+
+def recorded_training_settings(hyperparameters: dict) -> dict[str, tuple[str, object]]:
+    """The self-feedback switches, loss weights and matching costs a checkpoint records.
+
+    Returns:
+        ``{config field: (original key, value)}`` for each key of `TRAINING_SETTINGS`
+        present in ``hyperparameters``; booleans stay booleans, the rest become floats.
+    """
+    settings = {}
+    for original, field in TRAINING_SETTINGS.items():
+        if original not in hyperparameters:
+            continue
+        value = hyperparameters[original]
+        try:
+            value = value if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            raise CheckpointConversionError(
+                f"the checkpoint records {original}={value!r}, which is not a number"
+            ) from None
+        settings[field] = (original, value)
+    return settings
+
+
 def infer_config(state: dict[str, torch.Tensor], hyperparameters: dict | None = None, **overrides) -> SelfDetrConfig:
     """Build a `SelfDetrConfig` from tensor shapes (layers, queries, classes, FFN size,
-    feature and hidden size) plus what shapes cannot tell (heads, dropout) from the
-    checkpoint's recorded hyper-parameters (``cfg``/``args`` entries ``nheads``, ``dropout``)."""
+    feature and hidden size) plus what shapes cannot tell from the checkpoint's recorded
+    hyper-parameters (``cfg``/``args``): heads and dropout (``nheads``, ``dropout``), the
+    self-feedback switches (``use_KK``, ``use_QQ``), loss weights and matching costs
+    (`recorded_training_settings`)."""
     hyperparameters = hyperparameters or {}
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
@@ -132,6 +178,7 @@ def infer_config(state: dict[str, torch.Tensor], hyperparameters: dict | None = 
         "activation_function": "prelu" if "transformer.encoder.layers.0.activation.weight" in state else "relu",
         "id2label": {i: f"LABEL_{i}" for i in range(num_labels)},
     }
+    kwargs.update({field: value for field, (_, value) in recorded_training_settings(hyperparameters).items()})
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if len(kwargs["id2label"]) != num_labels:
         raise CheckpointConversionError(
@@ -165,18 +212,21 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: SelfDetrForActionD
 
 
 def convert_original_checkpoint(
-    checkpoint_path: str | Path,
+    checkpoint: str | Path | dict,
     output_dir: str | Path | None = None,
     *,
     id2label: dict[int, str] | None = None,
     num_attention_heads: int | None = None,
 ) -> SelfDetrForActionDetection:
-    """Load an original checkpoint as a `SelfDetrForActionDetection` (eval mode) and,
-    with ``output_dir``, write it there with ``save_pretrained``."""
-    checkpoint = load_original_checkpoint(checkpoint_path)
+    """Load an original checkpoint (a path, or the dict `load_original_checkpoint`
+    returned) as a `SelfDetrForActionDetection` (eval mode) and, with ``output_dir``,
+    write it there with ``save_pretrained``."""
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_original_checkpoint(checkpoint)
     state = {k.removeprefix("module."): v for k, v in checkpoint["model"].items()}
-    hyperparameters = {**vars(checkpoint.get("args") or argparse.Namespace()), **(checkpoint.get("cfg") or {})}
-    config = infer_config(state, hyperparameters, id2label=id2label, num_attention_heads=num_attention_heads)
+    config = infer_config(
+        state, recorded_hyperparameters(checkpoint), id2label=id2label, num_attention_heads=num_attention_heads
+    )
     model = SelfDetrForActionDetection(config)
     model.load_state_dict(convert_state_dict(state, model), strict=True)
     model.eval()

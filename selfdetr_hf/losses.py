@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .matcher import HungarianMatcher
+from .matcher import TIOU_EPS, HungarianMatcher
 from .segment_ops import paired_segment_iou, segment_cw_to_se
 from .self_feedback import decoder_feedback_loss, encoder_feedback_loss
 
@@ -114,7 +114,9 @@ class SelfDetrLoss:
         one_hot = torch.zeros_like(logits)  # (B, Nq, K)
         one_hot[batch_index, query_index, matched_classes] = 1.0
         matched_predictions = pred_segments[batch_index, query_index]  # (n, 2)
-        tiou = paired_segment_iou(segment_cw_to_se(matched_predictions), segment_cw_to_se(matched_targets))
+        tiou = paired_segment_iou(
+            segment_cw_to_se(matched_predictions), segment_cw_to_se(matched_targets), TIOU_EPS
+        )
         return {
             "loss_focal": sigmoid_focal_loss(
                 logits, one_hot, num_segments, self.config.focal_alpha, self.config.focal_gamma

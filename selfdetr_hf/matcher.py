@@ -7,6 +7,8 @@ from scipy.optimize import linear_sum_assignment
 
 from .segment_ops import segment_cw_to_se, segment_iou
 
+TIOU_EPS = 1e-7  # added to the union of the tIoU in matching and in the loss, as in the authors' code
+
 
 def focal_matching_cost(probabilities: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
     """Focal classification cost of every (prediction, class) pair.
@@ -26,7 +28,8 @@ def focal_matching_cost(probabilities: torch.Tensor, alpha: float, gamma: float)
 
 
 class HungarianMatcher:
-    """One-to-one assignment minimising ``w_cls * focal + w_l1 * L1(c, w) - w_tiou * tIoU``.
+    """One-to-one assignment minimising ``w_cls * focal + w_l1 * L1(c, w) - w_tiou * tIoU``
+    (tIoU with ``TIOU_EPS`` added to the union).
 
     Args:
         class_cost, segment_cost, tiou_cost: weights of the three cost terms (6, 5, 2).
@@ -71,7 +74,7 @@ class HungarianMatcher:
         cost = (
             self.class_cost * class_cost[:, target_classes]
             + self.segment_cost * torch.cdist(predicted, target_segments, p=1)
-            - self.tiou_cost * segment_iou(segment_cw_to_se(predicted), segment_cw_to_se(target_segments))
+            - self.tiou_cost * segment_iou(segment_cw_to_se(predicted), segment_cw_to_se(target_segments), TIOU_EPS)
         )  # (B * Nq, sum n_b)
         cost = cost.view(batch_size, num_queries, -1).cpu()
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -27,16 +29,32 @@ class SelfDetrModelOutput(ModelOutput):
     r"""Outputs of [`SelfDetrModel`].
 
     Args:
-        last_hidden_state (`(B, Nq, d)`): final decoder output after the decoder LayerNorm.
-        intermediate_hidden_states (`(L_d, B, Nq, d)`): every decoder layer's normalised
-            output, the input of the prediction heads.
-        reference_points (`(L_d, B, Nq, 2)`): the (center, width) reference that entered
-            each decoder layer, sigmoid space.
-        encoder_last_hidden_state (`(B, T, d)`): the encoder memory.
-        encoder_hidden_states / decoder_hidden_states: per-layer outputs when
-            `output_hidden_states=True` (input embedding first).
-        encoder_attentions (L_e x `(B, T, T)`), decoder_attentions (L_d x `(B, Nq, Nq)`),
-        cross_attentions (L_d x `(B, Nq, T)`): head-averaged attention probabilities.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, d_model)`):
+            Output of the last decoder layer after the decoder LayerNorm.
+        intermediate_hidden_states (`torch.FloatTensor` of shape `(decoder_layers, batch_size, num_queries, d_model)`):
+            Every decoder layer's output after the decoder LayerNorm: the input of the heads.
+        reference_points (`torch.FloatTensor` of shape `(decoder_layers, batch_size, num_queries, 2)`):
+            The normalised (center, width) anchor that entered each decoder layer, float32.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`):
+            The encoder output (the decoder's memory).
+        encoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            `encoder_layers + 1` tensors of shape `(batch_size, sequence_length, d_model)`: the
+            normalised input projection, then each encoder layer's output.
+        decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            `decoder_layers + 1` tensors of shape `(batch_size, num_queries, d_model)`: the decoder
+            input (zero content queries), each layer's output, and last the output after the
+            decoder LayerNorm (equal to `last_hidden_state`).
+        encoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `encoder_layers` self-attention maps of shape `(batch_size, sequence_length, sequence_length)`,
+            averaged over heads, or `(batch_size, num_heads, sequence_length, sequence_length)` with
+            `per_head_attentions=True`. Float32 probabilities; in training mode after attention
+            dropout unless `config.feedback_maps="before_dropout"`.
+        decoder_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `decoder_layers` self-attention maps of shape `(batch_size, num_queries, num_queries)`
+            (per head: `(batch_size, num_heads, num_queries, num_queries)`).
+        cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            `decoder_layers` cross-attention maps of shape `(batch_size, num_queries, sequence_length)`
+            (per head: `(batch_size, num_heads, num_queries, sequence_length)`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -55,14 +73,19 @@ class SelfDetrActionDetectionOutput(ModelOutput):
     r"""Outputs of [`SelfDetrForActionDetection`].
 
     Args:
-        loss (scalar): Eq. 9, when `labels` are given.
-        loss_dict (`dict[str, Tensor]`): every unweighted term (`loss_focal`, `loss_l1`,
-            `loss_tiou`, their auxiliary copies `_0`.., `loss_encoder_feedback`,
-            `loss_decoder_feedback`).
-        logits (`(B, Nq, K)`): sigmoid classification logits of the last decoder layer.
-        pred_segments (`(B, Nq, 2)`): normalised (center, width) of the last layer.
-        auxiliary_outputs (`list[dict]`): `logits` and `pred_segments` of the other layers.
-        The remaining fields are those of [`SelfDetrModelOutput`].
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            The training objective, Eq. 9.
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            Every unweighted term: `loss_focal`, `loss_l1`, `loss_tiou`, their copies for the
+            auxiliary outputs `loss_focal_0`, ..., and `loss_encoder_feedback`, `loss_decoder_feedback`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels)`):
+            Sigmoid classification logits of the last decoder layer.
+        pred_segments (`torch.FloatTensor` of shape `(batch_size, num_queries, 2)`):
+            Normalised (center, width) of each query's segment in the window, float32.
+        auxiliary_outputs (`list[dict]`):
+            `logits` and `pred_segments` of every decoder layer but the last.
+
+    The other fields are those of [`SelfDetrModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -140,7 +163,7 @@ def masked_group_norm(features: torch.Tensor, valid: torch.Tensor, norm: nn.Grou
     return (normalised * norm.weight + norm.bias).to(output_dtype)
 
 
-def dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def inverted_dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p``, scale the rest by
     ``1 / (1 - p)``. On CPU the mask comes from a uniform draw, which is about twice as
     fast as ``F.dropout``'s Bernoulli sampler; elsewhere ``F.dropout``."""
@@ -152,49 +175,105 @@ def dropout(hidden: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return hidden * keep * (1 / (1 - p))
 
 
-def multi_head_attention(
+def eager_attention_forward(
+    module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    key_valid: torch.Tensor | None,
-    dropout_p: float,
-    need_weights: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scaled dot-product attention over split heads, scale ``head_dim^-0.5``.
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit scaled dot-product attention, the ``eager`` entry of transformers'
+    attention interface and the path of every map the self-feedback reads.
 
-    With ``need_weights`` the softmax is materialised and its head average returned
-    (probabilities before dropout). Otherwise no map is kept and the fused kernel runs,
-    except where query and value head sizes differ (the conditional cross-attention):
-    there PyTorch's fused CPU kernels fall back to an unfused path slower than this one.
+    The softmax runs in float32 whatever the input dtype. The returned map is the
+    dropped-out probabilities that weight the values when ``module.maps_after_dropout``
+    (the authors' maps, and transformers' convention), else the probabilities before
+    dropout (rows summing to 1); the two are equal when ``dropout`` is 0.
 
     Args:
         query: ``(B, h, L, E)``; key: ``(B, h, S, E)``; value: ``(B, h, S, Ev)``.
-        key_valid: ``(B, S)`` bool, True = key may be attended; None = all.
-        dropout_p: attention dropout probability (0 in eval mode).
+        attention_mask: ``(B, 1, 1, S)`` bool, True = key may be attended; None = all.
+        scaling: factor of the scores, ``E^-0.5``.
+        dropout: attention dropout probability (0 in eval mode).
 
     Returns:
-        ``(B, L, h * Ev)`` merged heads, and ``(B, L, S)`` head-averaged map or None.
+        ``(B, L, h, Ev)`` attention output and the ``(B, h, L, S)`` float32 map.
     """
-    batch, _, length, _ = query.shape
-    mask = None if key_valid is None else key_valid[:, None, None, :]  # (B, 1, 1, S)
-    fused = not need_weights and (query.shape[-1] == value.shape[-1] or query.device.type != "cpu")
-    if fused:
-        output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
-        return output.transpose(1, 2).reshape(batch, length, -1), None
-    scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)  # (B, h, L, S)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    scores = (query * scaling) @ key.transpose(-1, -2)  # (B, h, L, S)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
     probabilities = scores.float().softmax(dim=-1)
-    attention_map = probabilities.mean(dim=1) if need_weights else None  # (B, L, S)
-    probabilities = dropout(probabilities.to(value.dtype), dropout_p, training=True)
-    output = (probabilities @ value).transpose(1, 2).reshape(batch, length, -1)
-    return output, attention_map
+    dropped = inverted_dropout(probabilities, dropout, training=True)
+    output = dropped.to(value.dtype) @ value  # (B, h, L, Ev)
+    weights = dropped if getattr(module, "maps_after_dropout", True) else probabilities
+    return output.transpose(1, 2).contiguous(), weights
+
+
+class SelfDetrAttention(nn.Module):
+    """Multi-head attention through transformers' attention interface: the maps the
+    self-feedback needs come from `eager_attention_forward`; without them the configured
+    backend (``config._attn_implementation``: ``sdpa``, ``eager``, ...) runs.
+
+    One exception keeps the explicit path under ``sdpa``: on CPU, where query and value
+    head sizes differ (the conditional cross-attention), PyTorch's fused kernels fall back
+    to an unfused path slower than the explicit one.
+    """
+
+    is_causal = False
+
+    def __init__(self, config: SelfDetrConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.dropout = config.dropout
+        self.maps_after_dropout = config.feedback_maps == "after_dropout"
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_valid: torch.Tensor | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """query: ``(B, h, L, E)``; key: ``(B, h, S, E)``; value: ``(B, h, S, Ev)``;
+        key_valid: ``(B, S)`` bool or None. Scale ``E^-0.5``.
+
+        Returns ``(B, L, h * Ev)`` merged heads and, with ``need_weights``, the
+        ``(B, h, L, S)`` map (see `eager_attention_forward`), else None.
+        """
+        implementation = self.config._attn_implementation
+        interface = eager_attention_forward
+        explicit_is_faster = implementation == "sdpa" and query.device.type == "cpu" and (
+            query.shape[-1] != value.shape[-1]
+        )  # fmt: skip
+        if not need_weights and implementation != "eager" and not explicit_is_faster:
+            interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        mask = None if key_valid is None else key_valid[:, None, None, :]  # (B, 1, 1, S)
+        output, weights = interface(
+            self, query, key, value, mask,
+            scaling=query.shape[-1] ** -0.5, dropout=self.dropout if self.training else 0.0,
+        )  # fmt: skip
+        return output.flatten(2), weights if need_weights else None
 
 
 def split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     """``(B, L, h * e)`` -> ``(B, h, L, e)``."""
     batch, length, _ = tensor.shape
     return tensor.view(batch, length, heads, -1).transpose(1, 2)
+
+
+class SelfDetrInputProjection(nn.Conv1d):
+    """The authors' input projection, a 1x1 convolution over time ``(B, C, T) -> (B, d, T)``,
+    computed as one matrix product on the channels-last view: on CPU the convolution
+    kernel takes twice as long (forward and backward). Any ``nn.Conv1d`` adapter (LoRA)
+    wraps it as it would the convolution."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(features.transpose(1, 2), self.weight.squeeze(-1), self.bias).transpose(1, 2)
 
 
 class SelfDetrMLP(nn.Module):
@@ -230,39 +309,39 @@ class SelfDetrFeedForward(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        update = dropout(self.activation(self.fc1(hidden)), self.dropout, self.training)
-        update = dropout(self.fc2(update), self.dropout, self.training)
+        update = inverted_dropout(self.activation(self.fc1(hidden)), self.dropout, self.training)
+        update = inverted_dropout(self.fc2(update), self.dropout, self.training)
         return self.final_layer_norm(hidden + update)
 
 
-class SelfDetrEncoderSelfAttention(nn.Module):
+class SelfDetrEncoderSelfAttention(SelfDetrAttention):
     """Standard multi-head self-attention with a packed ``in_proj`` (q, k, v)."""
 
     def __init__(self, config: SelfDetrConfig):
-        super().__init__()
+        super().__init__(config)
         d = config.d_model
-        self.num_heads = config.num_attention_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.out_proj = nn.Linear(d, d)
-        self.dropout = config.dropout
 
     def forward(
         self, hidden: torch.Tensor, query_key: torch.Tensor, valid: torch.Tensor | None, need_weights: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden: ``(B, T, d)`` values' input; query_key: ``(B, T, d)`` = hidden + scaled pos."""
+        """hidden: ``(B, T, d)`` values' input; query_key: ``(B, T, d)`` = hidden + scaled pos.
+
+        Returns ``(B, T, d)`` and, with ``need_weights``, the ``(B, h, T, T)`` map.
+        """
         d = hidden.shape[-1]
         query, key = F.linear(query_key, self.in_proj_weight[: 2 * d], self.in_proj_bias[: 2 * d]).chunk(2, -1)
         value = F.linear(hidden, self.in_proj_weight[2 * d :], self.in_proj_bias[2 * d :])
         heads = self.num_heads
-        output, attention_map = multi_head_attention(
-            split_heads(query, heads), split_heads(key, heads), split_heads(value, heads), valid,
-            self.dropout if self.training else 0.0, need_weights,
-        )  # fmt: skip
+        output, attention_map = self.attend(
+            split_heads(query, heads), split_heads(key, heads), split_heads(value, heads), valid, need_weights
+        )
         return self.out_proj(output), attention_map
 
 
-class SelfDetrEncoderLayer(nn.Module):
+class SelfDetrEncoderLayer(GradientCheckpointingLayer):
     """Post-norm encoder layer: ``q = k = x + pos``, ``v = x`` (spec 1.3)."""
 
     def __init__(self, config: SelfDetrConfig):
@@ -276,16 +355,16 @@ class SelfDetrEncoderLayer(nn.Module):
         self, hidden: torch.Tensor, position: torch.Tensor, valid: torch.Tensor | None, need_weights: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         update, attention_map = self.self_attn(hidden, hidden + position, valid, need_weights)
-        hidden = self.self_attn_layer_norm(hidden + dropout(update, self.dropout, self.training))
+        hidden = self.self_attn_layer_norm(hidden + inverted_dropout(update, self.dropout, self.training))
         return self.feed_forward(hidden), attention_map
 
 
-class SelfDetrDecoderSelfAttention(nn.Module):
+class SelfDetrDecoderSelfAttention(SelfDetrAttention):
     """Decoder self-attention with separate content and position projections and no
     input projection of its own: ``q = Wq_c(tgt) + Wq_p(pos)``, ``k = Wk_c(tgt) + Wk_p(pos)``."""
 
     def __init__(self, config: SelfDetrConfig):
-        super().__init__()
+        super().__init__(config)
         d = config.d_model
         self.q_content_proj = nn.Linear(d, d)
         self.q_pos_proj = nn.Linear(d, d)
@@ -293,24 +372,20 @@ class SelfDetrDecoderSelfAttention(nn.Module):
         self.k_pos_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
-        self.num_heads = config.num_attention_heads
-        self.dropout = config.dropout
 
     def forward(
         self, hidden: torch.Tensor, query_pos: torch.Tensor, need_weights: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden, query_pos: ``(B, Nq, d)`` -> ``(B, Nq, d)`` and ``(B, Nq, Nq)``."""
+        """hidden, query_pos: ``(B, Nq, d)`` -> ``(B, Nq, d)`` and the ``(B, h, Nq, Nq)`` map."""
         heads = self.num_heads
         query = split_heads(self.q_content_proj(hidden) + self.q_pos_proj(query_pos), heads)
         key = split_heads(self.k_content_proj(hidden) + self.k_pos_proj(query_pos), heads)
         value = split_heads(self.v_proj(hidden), heads)
-        output, attention_map = multi_head_attention(
-            query, key, value, None, self.dropout if self.training else 0.0, need_weights
-        )
+        output, attention_map = self.attend(query, key, value, None, need_weights)
         return self.out_proj(output), attention_map
 
 
-class SelfDetrDecoderCrossAttention(nn.Module):
+class SelfDetrDecoderCrossAttention(SelfDetrAttention):
     """Conditional cross-attention: per head, content and position halves are
     concatenated, so attention runs in ``2d / h`` dims per head with scale ``(2d/h)^-0.5``.
 
@@ -318,7 +393,7 @@ class SelfDetrDecoderCrossAttention(nn.Module):
     """
 
     def __init__(self, config: SelfDetrConfig, is_first: bool):
-        super().__init__()
+        super().__init__(config)
         d = config.d_model
         self.q_content_proj = nn.Linear(d, d)
         self.q_pos_proj = nn.Linear(d, d) if is_first else None
@@ -327,8 +402,6 @@ class SelfDetrDecoderCrossAttention(nn.Module):
         self.v_proj = nn.Linear(d, d)
         self.q_pos_sine_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
-        self.num_heads = config.num_attention_heads
-        self.dropout = config.dropout
 
     def forward(
         self,
@@ -342,7 +415,7 @@ class SelfDetrDecoderCrossAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden, query_pos, query_sine: ``(B, Nq, d)``; memory, memory_pos: ``(B, T, d)``.
 
-        Returns ``(B, Nq, d)`` and the head-averaged ``(B, Nq, T)`` map.
+        Returns ``(B, Nq, d)`` and, with ``need_weights``, the ``(B, h, Nq, T)`` map.
         """
         heads = self.num_heads
         query_content = self.q_content_proj(hidden)
@@ -356,13 +429,11 @@ class SelfDetrDecoderCrossAttention(nn.Module):
         )  # (B, h, Nq, 2d/h)
         key = torch.cat((split_heads(key_content, heads), split_heads(key_pos, heads)), dim=-1)
         value = split_heads(self.v_proj(memory), heads)  # (B, h, T, d/h)
-        output, attention_map = multi_head_attention(
-            query, key, value, valid, self.dropout if self.training else 0.0, need_weights
-        )
+        output, attention_map = self.attend(query, key, value, valid, need_weights)
         return self.out_proj(output), attention_map
 
 
-class SelfDetrDecoderLayer(nn.Module):
+class SelfDetrDecoderLayer(GradientCheckpointingLayer):
     """Post-norm decoder layer: self-attention, conditional cross-attention, FFN."""
 
     def __init__(self, config: SelfDetrConfig, is_first: bool):
@@ -385,9 +456,9 @@ class SelfDetrDecoderLayer(nn.Module):
         need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         update, self_map = self.self_attn(hidden, query_pos, need_weights)
-        hidden = self.self_attn_layer_norm(hidden + dropout(update, self.dropout, self.training))
+        hidden = self.self_attn_layer_norm(hidden + inverted_dropout(update, self.dropout, self.training))
         update, cross_map = self.cross_attn(hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights)
-        hidden = self.cross_attn_layer_norm(hidden + dropout(update, self.dropout, self.training))
+        hidden = self.cross_attn_layer_norm(hidden + inverted_dropout(update, self.dropout, self.training))
         return self.feed_forward(hidden), self_map, cross_map
 
 
@@ -442,31 +513,38 @@ class SelfDetrDecoder(nn.Module):
         need_weights: bool,
         output_hidden_states: bool,
     ) -> dict[str, torch.Tensor | tuple]:
-        """anchors: ``(B, Nq, 2)`` unsigmoided; memory, memory_pos: ``(B, T, d)``."""
+        """anchors: ``(B, Nq, 2)`` unsigmoided; memory, memory_pos: ``(B, T, d)``.
+
+        References, their sine embeddings, the width modulation and the refinement through
+        the inverse sigmoid stay in float32 under any dtype or autocast: in bfloat16 the
+        refined anchors drift layer after layer. Only what enters a linear layer is cast.
+        """
         d = memory.shape[-1]
         hidden = memory.new_zeros(anchors.shape[0], anchors.shape[1], d)  # content queries start at 0
-        reference = anchors.sigmoid()
+        reference = anchors.float().sigmoid()
         references = [reference]  # what each layer's prediction is relative to (not detached)
-        intermediate, self_maps, cross_maps, hidden_states = [], (), (), ()
+        intermediate, self_maps, cross_maps = [], (), ()
+        hidden_states = (hidden,) if output_hidden_states else ()
         for index, layer in enumerate(self.layers):
-            sine = sine_embedding(reference * (2 * math.pi), d).flatten(-2).to(memory.dtype)  # (B, Nq, 2d)
-            query_pos = self.ref_point_head(sine)
+            sine = sine_embedding(reference * (2 * math.pi), d).flatten(-2)  # (B, Nq, 2d) float32
+            query_pos = self.ref_point_head(sine.to(memory.dtype))
             center_sine = sine[..., :d]
             if index > 0:
-                center_sine = center_sine * self.query_scale(hidden)
-            width_modulation = self.ref_anchor_head(hidden).sigmoid() / reference[..., 1:]  # (B, Nq, 1)
+                center_sine = center_sine * self.query_scale(hidden).float()
+            width_modulation = self.ref_anchor_head(hidden).float().sigmoid() / reference[..., 1:]  # (B, Nq, 1)
+            query_sine = (center_sine * width_modulation).to(memory.dtype)
             hidden, self_map, cross_map = layer(
-                hidden, query_pos, center_sine * width_modulation, memory, memory_pos, valid, need_weights
+                hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights
             )
             self_maps += (self_map,)
             cross_maps += (cross_map,)
-            if output_hidden_states:
-                hidden_states += (hidden,)
             intermediate.append(self.layernorm(hidden))
+            if output_hidden_states:
+                hidden_states += (hidden if index + 1 < len(self.layers) else intermediate[-1],)
             if index + 1 < len(self.layers):
                 # Iterative refinement from the un-normalised output; the next layer's
                 # reference is detached, the prediction's is not.
-                refined = (self.segment_head(hidden) + inverse_sigmoid(reference)).sigmoid()
+                refined = (self.segment_head(hidden).float() + inverse_sigmoid(reference)).sigmoid()
                 references.append(refined)
                 reference = refined.detach()
         return {
@@ -485,6 +563,24 @@ class SelfDetrPreTrainedModel(PreTrainedModel):
     input_modalities = ("video",)
     _no_split_modules = ["SelfDetrEncoderLayer", "SelfDetrDecoderLayer"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
+    # The loss is normalised by the batch's segment count; Trainer divides it by the
+    # gradient accumulation steps (it passes no `num_items_in_batch`).
+    accepts_loss_kwargs = False
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """Two windows of 16 feature steps, the second padded after 12."""
+        features = torch.randn(2, 16, self.config.feature_dim, generator=torch.Generator().manual_seed(0))
+        attention_mask = torch.ones(2, 16, dtype=torch.long)
+        attention_mask[1, 12:] = 0
+        return {"input_features": features.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    @property
+    def loss_function(self) -> SelfDetrLoss:
+        """The training objective (Eq. 9) of this config, a `SelfDetrLoss`:
+        ``loss, loss_dict = model.loss_function(logits, pred_segments, labels, ...)``."""
+        return getattr(self, "criterion", None) or SelfDetrLoss(self.config)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -562,7 +658,7 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
 
     def __init__(self, config: SelfDetrConfig):
         super().__init__(config)
-        self.input_projection = nn.Conv1d(config.feature_dim, config.d_model, kernel_size=1)
+        self.input_projection = SelfDetrInputProjection(config.feature_dim, config.d_model, kernel_size=1)
         self.input_norm = nn.GroupNorm(config.input_norm_groups, config.d_model)
         self.encoder = SelfDetrEncoder(config)
         self.decoder = SelfDetrDecoder(config)
@@ -576,15 +672,38 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
+        per_head_attentions: bool = False,
     ) -> SelfDetrModelOutput:
         r"""
         Args:
-            input_features (`(B, T, C)` float): pre-extracted feature sequence.
-            attention_mask (`(B, T)`, optional): 1 = valid step, 0 = padding.
-            output_attentions (`bool`): return the head-averaged attention maps. They are
-                computed explicitly, whatever the attention backend; without them a fused
-                kernel (sdpa) runs and no map is materialised.
+            input_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, feature_dim)`):
+                Pre-extracted feature sequence of each window, channels last.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for valid time steps, 0 for padding. Padding never changes the outputs of
+                valid steps. Defaults to all valid.
+            output_attentions (`bool`, *optional*):
+                Return the attention maps of every layer. They are computed explicitly, whatever
+                the attention backend; without them the configured backend (`sdpa` by default)
+                runs and no map is materialised.
+            output_hidden_states (`bool`, *optional*):
+                Return the hidden states of every encoder and decoder layer.
+            per_head_attentions (`bool`, *optional*, defaults to `False`):
+                Return the maps per head, `(batch_size, num_heads, queries, keys)` (transformers'
+                convention), instead of averaged over heads (what the self-feedback uses).
+
+        Returns:
+            [`SelfDetrModelOutput`] or `tuple(torch.FloatTensor)` (with `return_dict=False`).
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from selfdetr_hf import SelfDetrConfig, SelfDetrModel
+        >>> model = SelfDetrModel(SelfDetrConfig(feature_dim=64, id2label={0: "action"})).eval()
+        >>> outputs = model(input_features=torch.randn(2, 96, 64), output_attentions=True)
+        >>> outputs.last_hidden_state.shape, outputs.cross_attentions[-1].shape
+        (torch.Size([2, 40, 256]), torch.Size([2, 40, 96]))
+        ```
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -592,10 +711,9 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         )
         valid = _check_inputs(input_features, attention_mask, self.config.feature_dim)
         key_valid = None if bool(valid.all()) else valid
-        need_weights = bool(output_attentions) or self.config._attn_implementation == "eager"
+        need_weights = bool(output_attentions)
 
-        projection = self.input_projection
-        hidden = F.linear(input_features, projection.weight.squeeze(-1), projection.bias)  # (B, T, d)
+        hidden = self.input_projection(input_features.transpose(1, 2)).transpose(1, 2).contiguous()  # (B, T, d)
         hidden = masked_group_norm(hidden, valid, self.input_norm)
         position = temporal_position_embedding(valid, self.config.d_model).to(hidden.dtype)  # (B, T, d)
 
@@ -605,7 +723,11 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         anchors = self.query_anchors.weight.unsqueeze(0).expand(input_features.shape[0], -1, -1)
         decoded = self.decoder(anchors, memory, position, key_valid, need_weights, bool(output_hidden_states))
 
-        keep_maps = bool(output_attentions)
+        def maps(per_layer: tuple) -> tuple | None:  # L x (B, h, q, k) -> as requested
+            if not need_weights:
+                return None
+            return per_layer if per_head_attentions else tuple(m.mean(dim=1) for m in per_layer)
+
         return SelfDetrModelOutput(
             last_hidden_state=decoded["intermediate"][-1],
             intermediate_hidden_states=decoded["intermediate"],
@@ -613,9 +735,9 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
             encoder_last_hidden_state=memory,
             encoder_hidden_states=encoder_states or None,
             decoder_hidden_states=decoded["hidden_states"] or None,
-            encoder_attentions=encoder_maps if keep_maps else None,
-            decoder_attentions=decoded["self_maps"] if keep_maps else None,
-            cross_attentions=decoded["cross_maps"] if keep_maps else None,
+            encoder_attentions=maps(encoder_maps),
+            decoder_attentions=maps(decoded["self_maps"]),
+            cross_attentions=maps(decoded["cross_maps"]),
         )
 
 
@@ -638,16 +760,30 @@ class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
         labels: list[dict[str, torch.Tensor]] | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
+        per_head_attentions: bool = False,
     ) -> SelfDetrActionDetectionOutput:
         r"""
         Args:
-            input_features (`(B, T, C)` float): pre-extracted feature sequence.
-            attention_mask (`(B, T)`, optional): 1 = valid step, 0 = padding.
-            labels (`list[dict]`, optional): one dict per sample with `class_labels`
-                `(n,)` int64 and `segments` `(n, 2)` normalised (center, width); n may be 0.
-            output_attentions (`bool`): return the head-averaged attention maps. The maps the
-                self-feedback loss needs are always computed when `labels` are given.
+            input_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, feature_dim)`):
+                Pre-extracted feature sequence of each window, channels last.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for valid time steps, 0 for padding. Defaults to all valid.
+            labels (`list[dict]`, *optional*):
+                One dict per window: `class_labels` (`torch.LongTensor` of shape `(n,)`) and
+                `segments` (`torch.FloatTensor` of shape `(n, 2)`, normalised (center, width));
+                `n` may be 0. With labels the output holds the loss (Eq. 9) and its terms.
+            output_attentions (`bool`, *optional*):
+                Return the attention maps of every layer. The maps the self-feedback loss needs
+                are computed whenever `labels` are given, whatever the attention backend; in
+                training mode they are those the feedback sees (`config.feedback_maps`).
+            output_hidden_states (`bool`, *optional*):
+                Return the hidden states of every encoder and decoder layer.
+            per_head_attentions (`bool`, *optional*, defaults to `False`):
+                Return the maps per head, `(batch_size, num_heads, queries, keys)`, instead of
+                averaged over heads; the loss always uses the head average.
+
+        Returns:
+            [`SelfDetrActionDetectionOutput`] or `tuple(torch.FloatTensor)` (with `return_dict=False`).
 
         Example:
 
@@ -658,6 +794,11 @@ class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
         >>> outputs = model(input_features=torch.randn(1, 128, 2048))
         >>> outputs.logits.shape, outputs.pred_segments.shape
         (torch.Size([1, 40, 20]), torch.Size([1, 40, 2]))
+        >>> labels = [{"class_labels": torch.tensor([3]), "segments": torch.tensor([[0.4, 0.1]])}]
+        >>> outputs = model.train()(input_features=torch.randn(1, 128, 2048), labels=labels)
+        >>> outputs.loss.backward()
+        >>> sorted(name for name in outputs.loss_dict if not name[-2:-1] == "_")  # without the auxiliary terms
+        ['loss_decoder_feedback', 'loss_encoder_feedback', 'loss_focal', 'loss_l1', 'loss_tiou']
         ```
         """
         config = self.config
@@ -668,11 +809,13 @@ class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
             attention_mask=attention_mask,
             output_attentions=bool(output_attentions) or needs_maps,
             output_hidden_states=output_hidden_states,
+            per_head_attentions=per_head_attentions,
+            return_dict=True,
         )
         hidden = outputs.intermediate_hidden_states  # (L_d, B, Nq, d)
         logits = self.class_head(hidden)  # (L_d, B, Nq, K)
         segment_offsets = self.model.decoder.segment_head(hidden)  # (L_d, B, Nq, 2)
-        pred_segments = (segment_offsets + inverse_sigmoid(outputs.reference_points)).sigmoid()
+        pred_segments = (segment_offsets.float() + inverse_sigmoid(outputs.reference_points)).sigmoid()  # float32
         auxiliary_outputs = [
             {"logits": layer_logits, "pred_segments": layer_segments}
             for layer_logits, layer_segments in zip(logits[:-1], pred_segments[:-1])
@@ -680,14 +823,17 @@ class SelfDetrForActionDetection(SelfDetrPreTrainedModel):
 
         loss = loss_dict = None
         if labels is not None:
+            maps = [outputs.encoder_attentions, outputs.decoder_attentions, outputs.cross_attentions]
+            if per_head_attentions:
+                maps = [None if kind is None else tuple(m.mean(dim=1) for m in kind) for kind in maps]
             loss, loss_dict = self.criterion(
                 logits[-1],
                 pred_segments[-1],
                 labels,
                 auxiliary_outputs=auxiliary_outputs,
-                encoder_attentions=outputs.encoder_attentions,
-                decoder_attentions=outputs.decoder_attentions,
-                cross_attentions=outputs.cross_attentions,
+                encoder_attentions=maps[0],
+                decoder_attentions=maps[1],
+                cross_attentions=maps[2],
                 attention_mask=attention_mask,
             )
         return SelfDetrActionDetectionOutput(

@@ -26,31 +26,40 @@ def segment_length(segments: torch.Tensor) -> torch.Tensor:
     return (segments[..., 1] - segments[..., 0]).clamp(min=0)
 
 
-def segment_iou(segments1: torch.Tensor, segments2: torch.Tensor) -> torch.Tensor:
-    """Pairwise temporal IoU (plain, not generalised).
+def _overlap_ratio(inter: torch.Tensor, union: torch.Tensor, eps: float) -> torch.Tensor:
+    """``inter / (union + eps)``; with ``eps`` 0, 0 where the union is empty."""
+    if eps > 0:
+        return inter / (union + eps)
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def segment_iou(segments1: torch.Tensor, segments2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Pairwise temporal IoU (plain, not generalised): ``inter / (union + eps)``.
 
     Args:
         segments1: ``(..., N, 2)`` (start, end).
         segments2: ``(..., M, 2)`` (start, end), same leading shape.
+        eps: added to the union (the training objective uses the authors' 1e-7).
 
     Returns:
-        ``(..., N, M)`` tIoU; 0 where the union is empty.
+        ``(..., N, M)`` tIoU; with ``eps`` 0, 0 where the union is empty.
     """
     inter = (
         torch.minimum(segments1[..., :, None, 1], segments2[..., None, :, 1])
         - torch.maximum(segments1[..., :, None, 0], segments2[..., None, :, 0])
     ).clamp(min=0)
     union = segment_length(segments1)[..., :, None] + segment_length(segments2)[..., None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    return _overlap_ratio(inter, union, eps)
 
 
-def paired_segment_iou(segments1: torch.Tensor, segments2: torch.Tensor) -> torch.Tensor:
-    """Element-wise temporal IoU of ``(..., 2)`` (start, end) pairs -> ``(...)``."""
+def paired_segment_iou(segments1: torch.Tensor, segments2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Element-wise temporal IoU of ``(..., 2)`` (start, end) pairs -> ``(...)``,
+    ``inter / (union + eps)`` as in `segment_iou`."""
     inter = (
         torch.minimum(segments1[..., 1], segments2[..., 1]) - torch.maximum(segments1[..., 0], segments2[..., 0])
     ).clamp(min=0)
     union = segment_length(segments1) + segment_length(segments2) - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    return _overlap_ratio(inter, union, eps)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

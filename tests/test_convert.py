@@ -164,3 +164,26 @@ def test_truncated_checkpoint_is_an_error_naming_the_file(fixture_dir, tmp_path)
     truncated.write_bytes((fixture_dir / "checkpoint.pth").read_bytes()[:4096])
     with pytest.raises(CheckpointConversionError, match="truncated.pth"):
         load_original_checkpoint(truncated)
+
+
+def test_training_settings_of_the_checkpoint_reach_the_config(fixture_dir, tmp_path, capsys):
+    checkpoint = load_original_checkpoint(fixture_dir / "checkpoint.pth")
+    checkpoint["cfg"].update(use_KK=False, QQ_loss_coef=3.0, cls_loss_coef=1, set_cost_iou=4, aux_loss=False)
+    torch.save(checkpoint, tmp_path / "no_encoder_feedback.pth")
+    assert main(["convert", str(tmp_path / "no_encoder_feedback.pth"), str(tmp_path / "out")]) == 0
+    config = SelfDetrForActionDetection.from_pretrained(tmp_path / "out").config
+    assert (config.encoder_feedback, config.decoder_feedback) == (False, True)
+    assert (config.decoder_feedback_weight, config.focal_loss_weight, config.tiou_cost) == (3.0, 1.0, 4.0)
+    assert (config.l1_loss_weight, config.class_cost, config.auxiliary_loss) == (5.0, 6.0, False)
+    printed = capsys.readouterr().out
+    assert "use_KK=False -> encoder_feedback" in printed
+    assert "QQ_loss_coef=3.0 -> decoder_feedback_weight" in printed
+
+
+def test_checkpoint_without_training_settings_keeps_the_defaults(fixture_dir, tmp_path, capsys):
+    checkpoint = load_original_checkpoint(fixture_dir / "checkpoint.pth")
+    torch.save({"model": checkpoint["model"]}, tmp_path / "weights_only.pth")
+    assert main(["convert", str(tmp_path / "weights_only.pth"), str(tmp_path / "out")]) == 0
+    config = SelfDetrForActionDetection.from_pretrained(tmp_path / "out").config
+    assert (config.encoder_feedback, config.decoder_feedback, config.focal_loss_weight) == (True, True, 2.0)
+    assert "training settings from the checkpoint: none recorded, defaults kept" in capsys.readouterr().out

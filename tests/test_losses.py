@@ -62,3 +62,12 @@ def test_loss_under_mixed_precision_autocast_is_the_float32_loss(tiny_config):
         assert mixed_terms[name].dtype == torch.float32, name
         torch.testing.assert_close(mixed_terms[name], value, rtol=1e-6, atol=1e-7, msg=name)
     torch.testing.assert_close(mixed, float32, rtol=1e-6, atol=1e-7)
+
+
+def test_tiou_loss_adds_the_authors_epsilon_to_the_union():
+    config = SelfDetrConfig(id2label={0: "a"})
+    tiny = torch.tensor([[1e-6, 1e-6]])  # (center, width): an epsilon of 1e-7 is 10% of the union
+    labels = [{"class_labels": torch.tensor([0]), "segments": tiny}]
+    criterion = SelfDetrLoss(config)
+    terms = criterion.detection_losses(torch.zeros(1, 1, 1), tiny[None], labels, 1.0)
+    assert abs(terms["loss_tiou"].item() - (1 - 1e-6 / (1e-6 + 1e-7))) < 1e-4

@@ -1,3 +1,4 @@
+import copy
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from transformers import AutoConfig, AutoModel
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel
 from selfdetr_hf.convert import rename_original_key
+from selfdetr_hf.modeling_self_detr import SelfDetrDecoderSelfAttention, inverted_dropout
 
 
 def make_labels():
@@ -87,6 +89,7 @@ def test_maps_exist_under_every_attention_backend(tiny_config):
     for backend in ("sdpa", "eager"):
         model = SelfDetrForActionDetection(tiny_config).train()
         model.set_attn_implementation(backend)
+        assert model.config._attn_implementation == backend
         outputs = model(input_features=torch.randn(2, 16, 32), labels=make_labels())
         assert len(outputs.cross_attentions) == 3
         assert outputs.loss_dict["loss_encoder_feedback"] > 0
@@ -165,6 +168,89 @@ def test_feedback_gradient_reaches_self_attention_but_not_cross_attention(tiny_c
     decoder = feedback_gradients(model, features, "loss_decoder_feedback")
     assert touched(decoder, r"decoder\.layers\.2\.self_attn\.(q|k)_content_proj")
     assert not touched(decoder, r"decoder\.layers\.2\.cross_attn")
+
+
+def test_attention_map_is_the_dropped_out_probabilities_that_weight_the_values(tiny_config):
+    tiny_config.dropout = 0.3
+    attention = SelfDetrDecoderSelfAttention(tiny_config).train()
+    hidden, position = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    torch.manual_seed(1)
+    output, attention_map = attention(hidden, position, need_weights=True)
+
+    def heads(tensor):  # (B, Nq, d) -> (B, h, Nq, d / h)
+        return tensor.view(2, 8, 4, 16).transpose(1, 2)
+
+    query = heads(attention.q_content_proj(hidden) + attention.q_pos_proj(position))
+    key = heads(attention.k_content_proj(hidden) + attention.k_pos_proj(position))
+    probabilities = (query @ key.transpose(-1, -2) / 4).softmax(-1)  # (B, h, Nq, Nq), scale 16^-0.5
+    torch.manual_seed(1)
+    dropped = inverted_dropout(probabilities, 0.3, training=True)
+    assert (dropped == 0).any()
+    torch.testing.assert_close(attention_map, dropped)  # (B, h, Nq, Nq)
+    merged = (dropped @ heads(attention.v_proj(hidden))).transpose(1, 2).reshape(2, 8, 64)
+    torch.testing.assert_close(output, attention.out_proj(merged))
+
+
+def written_out_feedback(encoder_maps, decoder_maps, cross_maps, eps=1e-7):
+    """Eq. 2-6 with the default pairing (decoder: per layer; encoder: matmul aggregation)."""
+
+    def normalise(matrix):
+        return matrix / matrix.sum(-1, keepdim=True)
+
+    def kl(target, prediction):  # summed over keys, averaged over every row
+        return ((target + eps) * ((target + eps).log() - (prediction + eps).log())).sum(-1).mean()
+
+    cross = torch.stack(cross_maps)  # (L_d, B, Nq, T)
+    decoder = kl(normalise((cross @ cross.transpose(-1, -2) + eps).sqrt()), torch.stack(decoder_maps))
+    mean_cross = cross.mean(0)
+    aggregated = encoder_maps[0]
+    for layer in encoder_maps[1:]:
+        aggregated = normalise((aggregated @ layer.transpose(-1, -2) + eps).sqrt())
+    encoder = kl(normalise((mean_cross.transpose(-1, -2) @ mean_cross + eps).sqrt()), aggregated)
+    return encoder, decoder
+
+
+def feedback_terms(config, features, seed=3):
+    """A training forward pass of a model built and run from one seed."""
+    torch.manual_seed(seed)
+    model = SelfDetrForActionDetection(config).train()
+    return model(input_features=features, labels=make_labels(), output_attentions=True)
+
+
+@pytest.mark.parametrize("feedback_maps", ["after_dropout", "before_dropout"])
+def test_feedback_terms_are_computed_on_the_chosen_maps(tiny_config, feedback_maps):
+    tiny_config.dropout, tiny_config.feedback_maps = 0.3, feedback_maps
+    torch.manual_seed(0)
+    outputs = feedback_terms(tiny_config, torch.randn(2, 16, 32))
+    maps = (outputs.encoder_attentions, outputs.decoder_attentions, outputs.cross_attentions)
+    row_sums = torch.cat([m.sum(-1).flatten() for kind in maps for m in kind])
+    if feedback_maps == "after_dropout":  # head averages of dropped-out rows: sums around 1
+        assert (row_sums - 1).abs().max() > 0.05
+    else:
+        torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
+    encoder, decoder = written_out_feedback(*maps)
+    torch.testing.assert_close(outputs.loss_dict["loss_encoder_feedback"], encoder)
+    torch.testing.assert_close(outputs.loss_dict["loss_decoder_feedback"], decoder)
+
+
+def test_feedback_maps_choice_changes_nothing_without_dropout(tiny_config):
+    tiny_config.dropout = 0.0
+    features = torch.randn(2, 16, 32)
+    after = feedback_terms(tiny_config, features)
+    tiny_config.feedback_maps = "before_dropout"
+    before = feedback_terms(tiny_config, features)
+    for name, value in after.loss_dict.items():
+        assert torch.equal(value, before.loss_dict[name]), name
+
+
+def test_feedback_maps_choice_matters_with_dropout(tiny_config):
+    tiny_config.dropout = 0.3
+    features = torch.randn(2, 16, 32)
+    after = feedback_terms(tiny_config, features)
+    tiny_config.feedback_maps = "before_dropout"
+    before = feedback_terms(tiny_config, features)
+    torch.testing.assert_close(after.logits, before.logits)  # same draws, same forward pass
+    assert not torch.isclose(after.loss_dict["loss_decoder_feedback"], before.loss_dict["loss_decoder_feedback"])
 
 
 def test_bfloat16_autocast_gives_finite_loss(tiny_config):
@@ -263,3 +349,209 @@ def test_remote_code_loads_without_the_package(tiny_config, tmp_path):
         [sys.executable, "-c", script], check=False, cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_return_dict_false_in_the_config_leaves_every_forward_working(tiny_config, tmp_path):
+    features = torch.randn(2, 10, 32)
+    model = SelfDetrForActionDetection(SelfDetrConfig(**{**tiny_config.to_dict(), "return_dict": False})).eval()
+    assert isinstance(model(input_features=features), tuple)
+    assert model(input_features=features, return_dict=True).logits.shape == (2, 8, 3)
+    model.save_pretrained(tmp_path)
+    loaded = SelfDetrForActionDetection.from_pretrained(tmp_path, return_dict=False)
+    loss = loaded(input_features=features, labels=make_labels())[0]
+    assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+def test_loading_in_bfloat16_on_a_device_map(tiny_config, tmp_path):
+    SelfDetrForActionDetection(tiny_config).save_pretrained(tmp_path)
+    model = SelfDetrForActionDetection.from_pretrained(tmp_path, dtype=torch.bfloat16, device_map="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    outputs = model(input_features=torch.randn(2, 16, 32, dtype=torch.bfloat16), labels=make_labels())
+    assert torch.isfinite(outputs.loss) and outputs.pred_segments.shape == (2, 8, 2)
+
+
+def test_input_projection_runs_through_its_own_forward(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    seen = []
+    model.model.input_projection.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    model(input_features=torch.randn(2, 10, 32))
+    assert seen == [(2, 64, 10)]
+
+
+def test_lora_adapters_train_every_projection_they_wrap(tiny_config):
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["input_projection", "q_content_proj", "k_content_proj", "q_pos_proj", "k_pos_proj", "q_pos_sine_proj",
+               "v_proj", "out_proj", "fc1", "fc2", "class_head"]  # fmt: skip
+    model = get_peft_model(SelfDetrForActionDetection(tiny_config), LoraConfig(r=4, target_modules=targets))
+    model(input_features=torch.randn(2, 16, 32), labels=make_labels()).loss.backward()
+    adapters = {  # the first decoder self-attention reads all-zero content queries: no gradient to their adapters
+        name: p.grad
+        for name, p in model.named_parameters()
+        if "lora_B" in name and "decoder.layers.0.self_attn.q_content" not in name
+        and "decoder.layers.0.self_attn.k_content" not in name and "decoder.layers.0.self_attn.v_proj" not in name
+    }  # fmt: skip
+    assert any("input_projection" in name for name in adapters)
+    assert all(grad is not None and grad.abs().sum() > 0 for grad in adapters.values()), [
+        name for name, grad in adapters.items() if grad is None or grad.abs().sum() == 0
+    ]
+    assert all(not p.requires_grad for name, p in model.named_parameters() if "lora_" not in name)
+
+
+def test_unknown_keyword_arguments_are_refused(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(1, 10, 32)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'attention_masks'"):
+        model(input_features=features, attention_masks=torch.ones(1, 10))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'window_metadata'"):
+        model(input_features=features, window_metadata=[{"video_id": "v"}])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'labels'"):
+        SelfDetrModel(tiny_config)(input_features=features, labels=make_labels())
+
+
+def test_trainer_divides_the_loss_by_the_accumulation_steps(tiny_config, tmp_path):
+    """Four identical windows, two micro-batches of two, one SGD step with learning rate 1:
+    the update is minus the gradient of one micro-batch's loss (the mean of two equal ones)."""
+    from transformers import Trainer, TrainingArguments
+
+    tiny_config.dropout = 0.0
+    window = {"input_features": torch.randn(16, 32), "labels": make_labels()[0]}
+    model = SelfDetrForActionDetection(tiny_config)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    batch = {"input_features": window["input_features"].expand(2, -1, -1), "labels": [window["labels"]] * 2}
+    model(**batch).loss.backward()
+    expected = {name: before[name] - p.grad for name, p in model.named_parameters()}
+    model.zero_grad()
+
+    args = TrainingArguments(
+        tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1, learning_rate=1.0,
+        optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, report_to=[],
+        remove_unused_columns=False, use_cpu=True, save_strategy="no", logging_strategy="no",
+    )  # fmt: skip
+
+    def collate(rows):
+        return {"input_features": torch.stack([r["input_features"] for r in rows]), "labels": [r["labels"] for r in rows]}
+
+    trainer = Trainer(model=model, args=args, train_dataset=[window] * 4, data_collator=collate)
+    assert trainer.model_accepts_loss_kwargs is False
+    trainer.train()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_loss_function_and_dummy_inputs_belong_to_this_model(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    assert model.loss_function is model.criterion
+    outputs = model(**model.dummy_inputs, output_attentions=True)
+    assert outputs.logits.shape == (2, 8, 3)
+    maps = {name: outputs[name] for name in ("encoder_attentions", "decoder_attentions", "cross_attentions")}
+    loss, loss_dict = SelfDetrModel(tiny_config).loss_function(
+        outputs.logits, outputs.pred_segments, make_labels(), **maps, attention_mask=model.dummy_inputs["attention_mask"]
+    )
+    expected = model(**model.dummy_inputs, labels=make_labels())
+    torch.testing.assert_close(loss, model.criterion.weighted_sum(loss_dict))
+    for name, value in loss_dict.items():  # the auxiliary outputs were not given: no `_i` terms
+        torch.testing.assert_close(value, expected.loss_dict[name], msg=name)
+    assert set(expected.loss_dict) - set(loss_dict) == {n for n in expected.loss_dict if re.search(r"_\d$", n)}
+
+
+def test_attention_backend_switches_at_runtime(tiny_config, monkeypatch):
+    fused_calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        fused_calls.append(args[0].shape)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 16, 32)
+    with_sdpa = model(input_features=features)
+    assert model.config._attn_implementation == "sdpa"
+    assert len(fused_calls) == 2 + 3  # encoder and decoder self-attention; cross-attention stays explicit on CPU
+    fused_calls.clear()
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    with_eager = model(input_features=features)
+    assert fused_calls == []
+    torch.testing.assert_close(with_eager.logits, with_sdpa.logits, atol=1e-5, rtol=0)
+    model.config.output_attentions = True  # refused by transformers under sdpa
+    assert len(model(input_features=features).encoder_attentions) == 2
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
+    features = torch.randn(2, 16, 32)
+
+    def loss_and_gradients(checkpointing):
+        torch.manual_seed(0)
+        model = SelfDetrForActionDetection(tiny_config).train()  # dropout 0.1: the RNG state is replayed
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            layers = [*model.model.encoder.layers, *model.model.decoder.layers]
+            assert model.is_activation_checkpointing and all(layer.gradient_checkpointing for layer in layers)
+        torch.manual_seed(1)
+        outputs = model(input_features=features, labels=make_labels())
+        outputs.loss.backward()
+        return outputs.loss_dict, {name: p.grad for name, p in model.named_parameters()}
+
+    plain_losses, plain_gradients = loss_and_gradients(False)
+    losses, gradients = loss_and_gradients(True)
+    for name, value in plain_losses.items():
+        torch.testing.assert_close(losses[name], value, atol=1e-5, rtol=0, msg=name)
+    for name, gradient in plain_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, atol=1e-5, rtol=0, msg=name)
+
+
+def test_decoder_hidden_states_start_with_the_input_and_end_normalised(tiny_config):
+    outputs = SelfDetrForActionDetection(tiny_config).eval()(
+        input_features=torch.randn(2, 16, 32), output_hidden_states=True
+    )
+    assert len(outputs.decoder_hidden_states) == 3 + 1 and len(outputs.encoder_hidden_states) == 2 + 1
+    assert torch.all(outputs.decoder_hidden_states[0] == 0)  # the content queries start at zero
+    assert torch.equal(outputs.decoder_hidden_states[-1], outputs.last_hidden_state)
+
+
+def test_per_head_attentions_average_to_the_maps_the_loss_uses(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 16, 32)
+    averaged = model(input_features=features, labels=make_labels(), output_attentions=True)
+    per_head = model(input_features=features, labels=make_labels(), output_attentions=True, per_head_attentions=True)
+    assert [m.shape for m in per_head.encoder_attentions] == [(2, 4, 16, 16)] * 2
+    assert [m.shape for m in per_head.decoder_attentions] == [(2, 4, 8, 8)] * 3
+    assert [m.shape for m in per_head.cross_attentions] == [(2, 4, 8, 16)] * 3
+    for heads, average in zip(per_head.cross_attentions, averaged.cross_attentions):
+        torch.testing.assert_close(heads.mean(1), average)
+    for name, value in averaged.loss_dict.items():
+        torch.testing.assert_close(per_head.loss_dict[name], value, msg=name)
+
+
+def test_docstring_examples_run():
+    """The examples of the model's docstrings, read by transformers' doctest parser
+    (which ends an example's expected output at its closing code fence)."""
+    import doctest
+
+    from transformers.testing_utils import HfDocTestParser
+
+    from selfdetr_hf import modeling_self_detr
+
+    finder = doctest.DocTestFinder(parser=HfDocTestParser())
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    examples = [test for test in finder.find(modeling_self_detr) if test.examples]
+    assert {test.name.split(".")[-2] for test in examples} >= {"SelfDetrModel", "SelfDetrForActionDetection"}
+    for test in examples:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+def test_anchor_refinement_stays_in_float32_in_a_bfloat16_model(tiny_config):
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # a non-zero segment head, as after training
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    features = torch.randn(2, 16, 32)
+    reference = model(input_features=features)
+    low = copy.deepcopy(model).to(torch.bfloat16)(input_features=features.bfloat16())
+    assert low.logits.dtype == torch.bfloat16
+    assert low.reference_points.dtype == low.pred_segments.dtype == torch.float32
+    assert (low.pred_segments - reference.pred_segments).abs().max() < 0.01
+    assert (low.logits.float() - reference.logits).abs().max() < 0.1

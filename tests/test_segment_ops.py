@@ -35,3 +35,12 @@ def test_paired_iou_is_the_diagonal_of_pairwise():
 def test_inverse_sigmoid_inverts_sigmoid_inside_the_clamp():
     x = torch.linspace(-5, 5, 11)
     assert torch.allclose(inverse_sigmoid(x.sigmoid()), x, atol=1e-4)
+
+
+
+def test_tiou_epsilon_is_added_to_the_union():
+    segments = torch.tensor([[0.0, 1e-6], [0.5, 0.5 + 1e-6]])  # an epsilon of 1e-7 is 10% of these unions
+    expected = torch.tensor([1e-6 / (1e-6 + 1e-7), 0.0])
+    torch.testing.assert_close(segment_iou(segments, segments[:1], eps=1e-7)[:, 0], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(paired_segment_iou(segments, segments[:1], eps=1e-7), expected, atol=1e-6, rtol=0)
+    assert segment_iou(segments, segments[:1])[0, 0].item() == 1.0
