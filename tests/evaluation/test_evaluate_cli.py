@@ -1,0 +1,89 @@
+"""``selfdetr evaluate`` as a user runs it: every video by default, ground truth as the file
+holds it, and the same mAP as ``selfdetr score`` on the submission it writes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from selfdetr_hf import SelfDetrForActionDetection
+from selfdetr_hf.evaluation import evaluate_detections, read_submission
+from selfdetr_hf.processing_self_detr import SelfDetrProcessor
+
+ANNOTATIONS = {
+    "database": {
+        "video_a": {"subset": "test", "duration": 40.0, "fps": 30.0, "annotations": [
+            {"label": "jump", "segment": [3.0, 9.5]}, {"label": "throw", "segment": [20.0, 24.0]},
+            {"label": "jump", "segment": [38.0, 45.0]}]},  # ends past the video: scored as written
+        "video_b": {"subset": "train", "duration": 12.0, "fps": 30.0, "annotations": [
+            {"label": "throw", "segment": [1.0, 4.0]}]},
+    }
+}  # fmt: skip
+
+
+def selfdetr(*arguments: str) -> subprocess.CompletedProcess:
+    """The ``selfdetr`` command in a subprocess, as a user runs it (one torch thread)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "selfdetr_hf.cli", *arguments]
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=environment)
+
+
+def printed_average_map(stdout: str) -> str:
+    """The average mAP (%) column of a printed mAP table."""
+    return re.search(r"^mAP \(%\) .*", stdout, re.MULTILINE).group(0).split()[-1]
+
+
+@pytest.fixture
+def saved_model(tmp_path, make_small_config):
+    torch.manual_seed(0)
+    SelfDetrForActionDetection(make_small_config()).save_pretrained(tmp_path / "model")
+    SelfDetrProcessor.thumos14(top_k_per_video=50).save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for video, steps in (("video_a", 300), ("video_b", 90)):
+        np.save(folder / f"{video}.npy", rng.normal(size=(steps, 16)).astype(np.float32))
+    (tmp_path / "annotations.json").write_text(json.dumps(ANNOTATIONS))
+    return tmp_path / "annotations.json", folder
+
+
+def test_evaluate_without_subset_scores_every_video(saved_model, dataset, tmp_path):
+    annotations, features = dataset
+    result = selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
+                      "--features", str(features), "--feature-fps", "7.5", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert set(read_submission(tmp_path / "eval" / "submission.json")) == {"video_a", "video_b"}
+    assert "mAP (%)" in result.stdout
+
+
+def test_evaluate_scores_the_ground_truth_as_written_and_agrees_with_score(saved_model, dataset, tmp_path):
+    annotations, features = dataset
+    evaluated = selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
+                         "--features", str(features), "--feature-fps", "7.5", "--subset", "test",
+                         "--tiou", "0.1", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    submission = tmp_path / "eval" / "submission.json"
+    scored = selfdetr("score", "--annotations", str(annotations), "--predictions", str(submission),
+                      "--subset", "test", "--tiou", "0.1", "--json", str(tmp_path / "score.json"))  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics == json.loads((tmp_path / "score.json").read_text())
+    assert printed_average_map(evaluated.stdout) == printed_average_map(scored.stdout)
+    # The segment past the video's end is part of the ground truth: with it clipped, the
+    # same detections would score differently.
+    written = {"video_a": {"segments": [[3.0, 9.5], [20.0, 24.0], [38.0, 45.0]], "labels": ["jump", "throw", "jump"]}}
+    clipped = {"video_a": {"segments": [[3.0, 9.5], [20.0, 24.0], [38.0, 40.0]], "labels": ["jump", "throw", "jump"]}}
+    detections = read_submission(submission)
+    assert evaluate_detections(written, detections, [0.1]).to_dict() == metrics
+    assert evaluate_detections(clipped, detections, [0.1]).average_mAP != metrics["average_mAP"]
