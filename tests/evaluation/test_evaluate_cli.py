@@ -2,10 +2,7 @@
 holds it, and the same mAP as ``selfdetr score`` on the submission it writes."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,13 +21,6 @@ ANNOTATIONS = {
             {"label": "throw", "segment": [1.0, 4.0]}]},
     }
 }  # fmt: skip
-
-
-def selfdetr(*arguments: str) -> subprocess.CompletedProcess:
-    """The ``selfdetr`` command in a subprocess, as a user runs it (one torch thread)."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "selfdetr_hf.cli", *arguments]
-    return subprocess.run(command, check=False, capture_output=True, text=True, env=environment)
 
 
 def printed_average_map(stdout: str) -> str:
@@ -57,9 +47,9 @@ def dataset(tmp_path):
     return tmp_path / "annotations.json", folder
 
 
-def test_evaluate_without_subset_scores_every_video(saved_model, dataset, tmp_path):
+def test_evaluate_without_subset_scores_every_video(run_selfdetr, saved_model, dataset, tmp_path):
     annotations, features = dataset
-    result = selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
+    result = run_selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
                       "--features", str(features), "--feature-fps", "7.5", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -67,14 +57,14 @@ def test_evaluate_without_subset_scores_every_video(saved_model, dataset, tmp_pa
     assert "mAP (%)" in result.stdout
 
 
-def test_evaluate_scores_the_ground_truth_as_written_and_agrees_with_score(saved_model, dataset, tmp_path):
+def test_evaluate_scores_the_file_as_written_like_score(run_selfdetr, saved_model, dataset, tmp_path):
     annotations, features = dataset
-    evaluated = selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
+    evaluated = run_selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),
                          "--features", str(features), "--feature-fps", "7.5", "--subset", "test",
                          "--tiou", "0.1", "--output-dir", str(tmp_path / "eval"))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
     submission = tmp_path / "eval" / "submission.json"
-    scored = selfdetr("score", "--annotations", str(annotations), "--predictions", str(submission),
+    scored = run_selfdetr("score", "--annotations", str(annotations), "--predictions", str(submission),
                       "--subset", "test", "--tiou", "0.1", "--json", str(tmp_path / "score.json"))  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
