@@ -77,3 +77,41 @@ def test_evaluate_scores_the_file_as_written_like_score(run_selfdetr, saved_mode
     detections = read_submission(submission)
     assert evaluate_detections(written, detections, [0.1]).to_dict() == metrics
     assert evaluate_detections(clipped, detections, [0.1]).average_mAP != metrics["average_mAP"]
+
+
+def test_evaluate_and_score_agree_on_the_real_thumos14_test_file(
+    run_selfdetr, shared_data, make_small_config, tmp_path
+):
+    from selfdetr_hf.data import label_names, load_annotations
+
+    annotations = shared_data / "thumos14" / "thumos14.json"
+    as_written = load_annotations(annotations, subset="Test", invalid_segments="keep")
+    with pytest.warns(UserWarning, match="clipped"):
+        clipped = load_annotations(annotations, subset="Test")
+    # 26 segments of video_test_0000270, _0000814 and _0001081 end past their video.
+    assert sum(len(as_written[v].labels) - len(clipped[v].labels) for v in as_written) == 26
+    torch.manual_seed(0)
+    model = SelfDetrForActionDetection(make_small_config(id2label=dict(enumerate(label_names(as_written)))))
+    model.save_pretrained(tmp_path / "model")
+    SelfDetrProcessor.thumos14().save_pretrained(tmp_path / "model")
+    features, feature_fps = tmp_path / "features", 0.5  # coarse steps keep the test fast
+    features.mkdir()
+    rng = np.random.default_rng(0)
+    for video, record in as_written.items():
+        steps = max(1, round(record.duration * feature_fps))
+        np.save(features / f"{video}.npy", rng.normal(size=(steps, 16)).astype(np.float32))
+
+    evaluated = run_selfdetr("evaluate", "--model", str(tmp_path / "model"), "--annotations", str(annotations),
+                             "--features", str(features), "--feature-fps", str(feature_fps), "--subset", "Test",
+                             "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    submission = tmp_path / "eval" / "submission.json"
+    scored = run_selfdetr("score", "--annotations", str(annotations), "--predictions", str(submission),
+                          "--subset", "Test", "--json", str(tmp_path / "score.json"))  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics == json.loads((tmp_path / "score.json").read_text())
+    assert printed_average_map(evaluated.stdout) == printed_average_map(scored.stdout)
+    assert metrics["average_mAP"] > 0
+    detections = read_submission(submission)
+    assert evaluate_detections(clipped, detections, metrics["tiou_thresholds"]).mAP.tolist() != metrics["mAP"]
