@@ -115,3 +115,19 @@ def test_evaluate_and_score_agree_on_the_real_thumos14_test_file(
     assert metrics["average_mAP"] > 0
     detections = read_submission(submission)
     assert evaluate_detections(clipped, detections, metrics["tiou_thresholds"]).mAP.tolist() != metrics["mAP"]
+
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_train_evaluates_against_the_file_as_written_and_trains_on_clipped_targets(dataset, class_agnostic):
+    from selfdetr_hf.cli import build_parser
+    from selfdetr_hf.training.commands import EVERY_SUBSET, load_data
+
+    annotations, features = dataset
+    args = build_parser().parse_args(["train", "--output-dir", "unused", "--annotations", str(annotations),
+                                      "--features", str(features), "--feature-fps", "7.5"])  # fmt: skip
+    with pytest.warns(UserWarning, match="1 segment\\(s\\) clipped"):  # the training targets
+        data = load_data(args, SelfDetrProcessor.thumos14(), train_subset=EVERY_SUBSET, eval_subset="test",
+                         class_agnostic=class_agnostic)  # fmt: skip
+    assert set(data.eval_annotations) == {"video_a"}
+    assert data.eval_annotations["video_a"].segments.tolist() == [[3.0, 9.5], [20.0, 24.0], [38.0, 45.0]]
+    assert len(set(data.eval_annotations["video_a"].labels)) == (1 if class_agnostic else 2)
