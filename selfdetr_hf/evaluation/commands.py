@@ -70,7 +70,7 @@ def score_warnings(score: SubmissionScore, submission: str, subset: str | None) 
     if result.reversed_detections:
         lines.append(f"{result.reversed_detections} detection(s) end before they start: false positives, {official}")
     if result.unscored_detections:
-        lines.append(f"{result.unscored_detections} detection(s) whose label is no annotated class are not scored")
+        lines.append(f"{result.unscored_detections} detection(s) whose label is no class of {where} are not scored")
     if score.videos_not_annotated:
         lines.append(
             f"{score.videos_not_annotated} submission video(s) with {score.detections_not_annotated} detection(s) "
