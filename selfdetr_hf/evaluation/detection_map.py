@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-THUMOS14_TIOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.3, 0.7, 5).tolist())
+THUMOS14_TIOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_TIOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..data import FeatureFolder, build_dataset, load_annotations
 from ..data.synthetic import make_synthetic_videos
+from ..evaluation.commands import TIOU_PRESETS
 from ..evaluation.detection_map import map_table
 from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
@@ -231,6 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         max_steps=args.max_steps,
         tensorboard=args.tensorboard,
+        tiou_thresholds=TIOU_PRESETS[args.preset],
         progress=not args.no_progress,
     )
     metrics = train(

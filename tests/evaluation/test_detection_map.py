@@ -55,8 +55,8 @@ def direct_average_precision(ground_truth, detections, thresholds):
 
 
 def test_presets_are_the_papers_thresholds():
-    assert np.allclose(THUMOS14_TIOU_THRESHOLDS, [0.3, 0.4, 0.5, 0.6, 0.7])
-    assert np.allclose(ACTIVITYNET_TIOU_THRESHOLDS, np.arange(0.5, 0.951, 0.05))
+    assert THUMOS14_TIOU_THRESHOLDS == (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert ACTIVITYNET_TIOU_THRESHOLDS == tuple(np.linspace(0.5, 0.95, 10))  # the official default
 
 
 def test_interpolated_average_precision_hand_computed():

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from selfdetr_hf import SelfDetrForActionDetection
-from selfdetr_hf.evaluation import evaluate_detections, read_submission
+from selfdetr_hf.evaluation import (
+    ACTIVITYNET_TIOU_THRESHOLDS,
+    THUMOS14_TIOU_THRESHOLDS,
+    evaluate_detections,
+    read_submission,
+)
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 
 ANNOTATIONS = {
@@ -131,3 +136,46 @@ def test_train_evaluates_against_the_file_as_written_and_trains_on_clipped_targe
     assert set(data.eval_annotations) == {"video_a"}
     assert data.eval_annotations["video_a"].segments.tolist() == [[3.0, 9.5], [20.0, 24.0], [38.0, 45.0]]
     assert len(set(data.eval_annotations["video_a"].labels)) == (1 if class_agnostic else 2)
+
+
+def test_evaluate_on_a_trained_model_reproduces_the_mAP_train_wrote(run_selfdetr, dataset, make_small_config, tmp_path):
+    from selfdetr_hf.cli import build_parser
+    from selfdetr_hf.training.accelerate_loop import AccelerateTrainingArguments, train
+    from selfdetr_hf.training.commands import EVERY_SUBSET, load_data
+
+    annotations, features = dataset
+    data_options = ["--annotations", str(annotations), "--features", str(features), "--feature-fps", "7.5"]
+    args = build_parser().parse_args(["train", "--output-dir", str(tmp_path / "run"), *data_options])
+    processor = SelfDetrProcessor.thumos14(top_k_per_video=50)
+    with pytest.warns(UserWarning, match="clipped"):
+        data = load_data(args, processor, train_subset=EVERY_SUBSET, eval_subset="test")
+    model = SelfDetrForActionDetection(make_small_config())
+    training = AccelerateTrainingArguments(str(tmp_path / "run"), max_steps=2, progress=False)
+    metrics = train(model, processor, data.train_dataset, training, eval_dataset=data.eval_dataset,
+                    eval_annotations=data.eval_annotations)  # fmt: skip
+
+    evaluated = run_selfdetr("evaluate", "--model", str(tmp_path / "run"), *data_options, "--subset", "test",
+                             "--output-dir", str(tmp_path / "eval"))  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == {
+        key: metrics[key] for key in ("tiou_thresholds", "mAP", "average_mAP", "per_class_AP")
+    }
+    assert metrics["average_mAP"] > 0
+
+
+@pytest.mark.parametrize(("preset", "thresholds"), [("thumos14", THUMOS14_TIOU_THRESHOLDS),
+                                                    ("activitynet", ACTIVITYNET_TIOU_THRESHOLDS)])  # fmt: skip
+def test_train_evaluates_at_the_thresholds_of_its_preset(preset, thresholds, monkeypatch, tmp_path):
+    from selfdetr_hf.cli import main
+    from selfdetr_hf.training import commands
+
+    used = {}
+
+    def record_arguments(model, processor, train_dataset, training_args, **kwargs):
+        used["args"] = training_args
+        return {}
+
+    monkeypatch.setattr(commands, "train", record_arguments)
+    monkeypatch.setattr(commands, "finish_run", lambda *args, **kwargs: None)
+    assert main(["train", "--preset", preset, "--synthetic", "--output-dir", str(tmp_path)]) == 0
+    assert tuple(used["args"].tiou_thresholds) == thresholds
