@@ -76,10 +76,12 @@ def score_warnings(score: SubmissionScore, submission: str, subset: str | None) 
             f"{score.videos_not_annotated} submission video(s) with {score.detections_not_annotated} detection(s) "
             f"are not in {where}: false positives, {official}"
         )
-    if score.videos_without_detections and score.detections:
+    missed = score.videos_without_detections
+    if missed and score.detections:
+        by_subset = ", ".join(f"{count} of subset {name}" for name, count in missed.items())
         hint = "" if subset else "; pass --subset to score one subset"
         lines.append(
-            f"{score.videos_without_detections} video(s) with ground truth in {where} have no detection: "
+            f"{sum(missed.values())} video(s) with ground truth in {where} have no detection ({by_subset}): "
             f"their segments count as missed{hint}"
         )
     return lines

@@ -8,6 +8,7 @@ times in seconds. Reading only requires ``results``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,15 +115,16 @@ class SubmissionScore:
             in the official evaluation, their detections are false positives.
         detections: detections in the submission.
         detections_not_annotated: the detections of the videos not annotated.
-        videos_without_detections: annotated videos (of the subset) with ground truth that
-            the submission has no detection for: every segment of theirs is missed.
+        videos_without_detections: subset name (``(none)`` where the file has none) -> how
+            many of its videos with ground truth the submission has no detection for: every
+            segment of theirs is missed.
     """
 
     result: DetectionMAP
     detections: int
     videos_not_annotated: int
     detections_not_annotated: int
-    videos_without_detections: int
+    videos_without_detections: dict[str, int]
 
 
 def score_submission(
@@ -156,12 +158,11 @@ def score_submission(
     result = evaluate_detections(ground_truth, detections, tiou_thresholds)
     not_annotated = [found for video, found in detections.items() if video not in ground_truth]
     detected = {video for video, found in detections.items() if len(found.scores)}
+    missed = [truth for video, truth in ground_truth.items() if truth.labels and video not in detected]
     return SubmissionScore(
         result=result,
         detections=sum(len(found.scores) for found in detections.values()),
         videos_not_annotated=len(not_annotated),
         detections_not_annotated=sum(len(found.scores) for found in not_annotated),
-        videos_without_detections=sum(
-            1 for video, truth in ground_truth.items() if len(truth.labels) and video not in detected
-        ),
+        videos_without_detections=dict(Counter(str(truth.subset or "(none)") for truth in missed)),
     )

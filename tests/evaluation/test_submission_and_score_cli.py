@@ -81,7 +81,7 @@ def test_score_submission_counts_detections_outside_the_subset_as_false_positive
 def test_score_submission_without_subset_counts_detections_in_empty_videos_as_false_positives(files):
     # "jump" ranked: v3 (0.95, no ground truth: FP), v1 TP, v2 TP -> precision 2/3 at every recall.
     score = score_submission(*files, tiou_thresholds=[0.5])
-    assert score.videos_not_annotated == 0 and score.videos_without_detections == 0
+    assert score.videos_not_annotated == 0 and score.videos_without_detections == {}
     assert score.result.per_class_AP["jump"].tolist() == [pytest.approx(2 / 3)]
 
 
@@ -158,7 +158,7 @@ def test_cli_score_scores_reversed_detections_and_says_which_videos_have_none(ru
     assert result.returncode == 0 and "Traceback" not in result.stderr
     warnings = result.stderr.splitlines()
     assert "1 detection(s) end before they start" in warnings[0]
-    assert "2 video(s) with ground truth in the annotations have no detection" in warnings[1]
+    assert "2 video(s) with ground truth in the annotations have no detection (2 of subset Validation)" in warnings[1]
     assert "--subset" in warnings[1] and len(warnings) == 2
     # Official result: the reversed detection ranks first as a false positive; t1, t2 hit;
     # val1 and val2 are missed: recall 2/4 at precision 2/3.
