@@ -131,11 +131,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.commands import parse_tiou_thresholds
     from .inference import as_submission
     from .training.accelerate_loop import predict_windows
-    from .training.commands import load_data
+    from .training.commands import EVERY_SUBSET, load_data
 
     model, processor = _load_model(args)
     data = load_data(
-        args, processor, train_subset=None, eval_subset=args.subset,
+        args, processor, train_subset=None, eval_subset=args.subset or EVERY_SUBSET,
         label_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
     )  # fmt: skip
     predictions = predict_windows(model, data.eval_dataset, Accelerator(), args.batch_size)

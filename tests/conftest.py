@@ -1,5 +1,10 @@
-"""Shared fixtures: the real annotation files beside the project, tiny configs, a loopback Hub."""
+"""Shared fixtures: the real annotation files beside the project, tiny configs, a loopback Hub,
+the ``selfdetr`` command in a subprocess."""
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,3 +91,16 @@ def hub_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE"):
             monkeypatch.delenv(name, raising=False)
         yield hub
+
+
+@pytest.fixture
+def run_selfdetr() -> Callable[..., subprocess.CompletedProcess]:
+    """The ``selfdetr`` command as a user meets it: ``run_selfdetr("score", "--annotations", ...)``
+    -> the finished process (exit status, stdout, stderr), on one torch thread."""
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "selfdetr_hf.cli", *arguments]
+        environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(command, check=False, capture_output=True, text=True, env=environment)
+
+    return run

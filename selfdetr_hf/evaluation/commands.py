@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .detection_map import ACTIVITYNET_TIOU_THRESHOLDS, THUMOS14_TIOU_THRESHOLDS
+from .submission import SubmissionScore
 
 TIOU_PRESETS = {"thumos14": THUMOS14_TIOU_THRESHOLDS, "activitynet": ACTIVITYNET_TIOU_THRESHOLDS}
 
@@ -43,22 +45,46 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Score a submission by the ActivityNet protocol; print the mAP table."""
+    """Score a submission by the ActivityNet protocol; print the mAP table, warnings on stderr."""
     from .submission import score_submission
 
     score = score_submission(
         args.annotations, args.predictions, subset=args.subset, video_info=args.video_info, tiou_thresholds=args.tiou
     )
-    if score.ignored_videos:
-        where = f"subset {args.subset!r} of the annotations" if args.subset else "the annotations"
-        print(f"ignored {score.ignored_videos} submission video(s) not in {where}")
-    if score.result.unscored_detections:
-        print(f"ignored {score.result.unscored_detections} detection(s) whose label is no annotated class")
+    for line in score_warnings(score, args.predictions, args.subset):
+        print(f"selfdetr score: warning: {line}", file=sys.stderr)
     print(score.result.table())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(score.result.to_dict(), handle, indent=2)
     return 0
+
+
+def score_warnings(score: SubmissionScore, submission: str, subset: str | None) -> list[str]:
+    """One line per way the submission and the annotations do not fit together."""
+    where = f"subset {subset!r} of the annotations" if subset else "the annotations"
+    official = "as the official ActivityNet evaluation does"
+    result, lines = score.result, []
+    if score.detections == 0:
+        lines.append(f"{submission} holds no detection: every annotated segment is missed")
+    if result.reversed_detections:
+        lines.append(f"{result.reversed_detections} detection(s) end before they start: false positives, {official}")
+    if result.unscored_detections:
+        lines.append(f"{result.unscored_detections} detection(s) whose label is no class of {where} are not scored")
+    if score.videos_not_annotated:
+        lines.append(
+            f"{score.videos_not_annotated} submission video(s) with {score.detections_not_annotated} detection(s) "
+            f"are not in {where}: false positives, {official}"
+        )
+    missed = score.videos_without_detections
+    if missed and score.detections:
+        by_subset = ", ".join(f"{count} of subset {name}" for name, count in missed.items())
+        hint = "" if subset else "; pass --subset to score one subset"
+        lines.append(
+            f"{sum(missed.values())} video(s) with ground truth in {where} have no detection ({by_subset}): "
+            f"their segments count as missed{hint}"
+        )
+    return lines
 
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,13 +19,19 @@ decision for decision:
   with numpy's default, unstable ``argsort``, whose tie order depends on the array size
   and the CPU; a stable order makes the result reproducible.)
 
-Where the official code crashes, this module chooses:
+Segments are taken as given, like the official code does: a segment that ends before it
+starts overlaps nothing, so its tIoU with every segment is 0 and such a detection is a
+false positive at every threshold above 0 (`DetectionMAP.reversed_detections` counts
+them); a ground-truth segment past the video's end is scored as written.
+
+Where the official code crashes or divides 0 by 0, this module chooses:
 
 - a detection whose label is no ground-truth class is not scored (the official code
   raises ``KeyError``); `DetectionMAP.unscored_detections` counts them;
 - ground truth without any segment raises ``ValueError`` (nothing to score against);
-- a segment of zero length has tIoU 0 with everything (the official code divides 0 by 0
-  when both segments are the same point).
+- two segments whose lengths add up to 0 without overlapping (both the same point, or one
+  ending before it starts by the other's length) have tIoU 0 (the official code computes
+  0 / 0 and counts the detection as a true positive at every threshold).
 
 The matching is sequential in score order, but only within one video: each class is
 processed as one step per detection rank, every step handling the k-th detection of all
@@ -40,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-THUMOS14_TIOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.3, 0.7, 5).tolist())
+THUMOS14_TIOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_TIOU_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
 
 
@@ -55,6 +61,8 @@ class DetectionMAP:
         per_class_AP: class label -> ``(T,)`` AP, classes in order of first appearance in
             the ground truth.
         unscored_detections: detections whose label is not a ground-truth class.
+        reversed_detections: detections that end before they start (scored, as false
+            positives).
     """
 
     tiou_thresholds: np.ndarray
@@ -62,6 +70,7 @@ class DetectionMAP:
     average_mAP: float
     per_class_AP: dict[Hashable, np.ndarray]
     unscored_detections: int = 0
+    reversed_detections: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"tiou_thresholds", "mAP", "average_mAP", "per_class_AP"}``."""
@@ -89,7 +98,7 @@ class VideoDetections:
     """The detections of one video as arrays.
 
     Attributes:
-        segments: ``(n, 2)`` float64 (start, end), with start <= end.
+        segments: ``(n, 2)`` float64 (start, end), as given (an end before the start is kept).
         scores: ``(n,)`` float64 confidences.
         labels: ``n`` class labels (names, or ids for a class-agnostic model).
     """
@@ -115,8 +124,6 @@ def _segments_array(video: Hashable, segments: Any, what: str) -> np.ndarray:
         raise ValueError(f"{what} of video {video!r}: segments must be [start, end] pairs, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"{what} of video {video!r}: segments must be finite")
-    if (array[:, 1] < array[:, 0]).any():
-        raise ValueError(f"{what} of video {video!r}: a segment ends before it starts")
     return array
 
 
@@ -379,4 +386,5 @@ def evaluate_detections(
         average_mAP=float(mean_ap.mean()),
         per_class_AP={name: ap[:, index] for name, index in class_index.items()},
         unscored_detections=int((det_class < 0).sum()),
+        reversed_detections=int((det_segments[:, 1] < det_segments[:, 0]).sum()),
     )

@@ -33,7 +33,9 @@ def build_compute_metrics(
         processor: the `SelfDetrProcessor` that cut the evaluation windows.
         window_metadata: one dict per evaluation window, in dataset order
             (`selfdetr_hf.data.window_metadata(eval_dataset)`).
-        annotations: ``{video_id: VideoAnnotation}`` of the evaluation videos (seconds).
+        annotations: ``{video_id: VideoAnnotation}`` of the evaluation videos (seconds),
+            as the file holds them: ``load_annotations(..., invalid_segments="keep")``
+            (the official protocol scores segments past a video's end as written).
         id2label: the model's class names (``model.config.id2label``), the names used in
             ``annotations``.
         tiou_thresholds: mAP thresholds (`THUMOS14_TIOU_THRESHOLDS` by default).

@@ -8,6 +8,7 @@ times in seconds. Reading only requires ``results``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,21 @@ class SubmissionScore:
     """What `score_submission` returns.
 
     Attributes:
-        result: the mAP of the submission's videos that are in the annotations.
-        ignored_videos: submission videos not in the (subset of the) annotations.
+        result: the mAP of the whole submission against the (subset of the) annotations.
+        videos_not_annotated: submission videos not in the (subset of the) annotations; as
+            in the official evaluation, their detections are false positives.
+        detections: detections in the submission.
+        detections_not_annotated: the detections of the videos not annotated.
+        videos_without_detections: subset name (``(none)`` where the file has none) -> how
+            many of its videos with ground truth the submission has no detection for: every
+            segment of theirs is missed.
     """
 
     result: DetectionMAP
-    ignored_videos: int
+    detections: int
+    videos_not_annotated: int
+    detections_not_annotated: int
+    videos_without_detections: dict[str, int]
 
 
 def score_submission(
@@ -127,11 +137,14 @@ def score_submission(
 ) -> SubmissionScore:
     """Score a submission file against an annotation file, ActivityNet protocol.
 
+    Every detection of the submission is scored, as the official evaluation does: those of
+    videos outside the (subset of the) annotations are false positives.
+
     Args:
         annotations: any annotation file `selfdetr_hf.data.load_annotations` reads; its
             segments are scored as written (no clipping to the video).
         submission: an ActivityNet submission file.
-        subset: score only the videos of this subset (e.g. ``Test``, ``validation``).
+        subset: score against the videos of this subset only (e.g. ``Test``, ``validation``).
         video_info: the video-info CSV a BSN-style annotation file needs for subsets.
         tiou_thresholds: ``(T,)`` tIoU thresholds.
 
@@ -142,6 +155,14 @@ def score_submission(
 
     ground_truth = load_annotations(annotations, subset=subset, video_info=video_info, invalid_segments="keep")
     detections = read_submission(submission)
-    scored = {video: value for video, value in detections.items() if video in ground_truth}
-    result = evaluate_detections(ground_truth, scored, tiou_thresholds)
-    return SubmissionScore(result=result, ignored_videos=len(detections) - len(scored))
+    result = evaluate_detections(ground_truth, detections, tiou_thresholds)
+    not_annotated = [found for video, found in detections.items() if video not in ground_truth]
+    detected = {video for video, found in detections.items() if len(found.scores)}
+    missed = [truth for video, truth in ground_truth.items() if truth.labels and video not in detected]
+    return SubmissionScore(
+        result=result,
+        detections=sum(len(found.scores) for found in detections.values()),
+        videos_not_annotated=len(not_annotated),
+        detections_not_annotated=sum(len(found.scores) for found in not_annotated),
+        videos_without_detections=dict(Counter(str(truth.subset or "(none)") for truth in missed)),
+    )

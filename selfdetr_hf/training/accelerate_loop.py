@@ -25,7 +25,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from tqdm.auto import tqdm
 
 from ..data import SelfDetrDataCollator, window_metadata
-from ..evaluation import evaluate_detections
+from ..evaluation import THUMOS14_TIOU_THRESHOLDS, evaluate_detections
 from ..inference import as_submission
 from ..processing_self_detr import SelfDetrProcessor
 from .recipes import RECIPES, ExponentialMovingAverage, TrainingRecipe, build_optimizer, build_scheduler
@@ -67,7 +67,7 @@ class AccelerateTrainingArguments:
     eval_every: int = 1
     max_steps: int | None = None
     tensorboard: bool = False
-    tiou_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    tiou_thresholds: Sequence[float] = THUMOS14_TIOU_THRESHOLDS
     progress: bool = True
 
     def resolved_recipe(self) -> TrainingRecipe:

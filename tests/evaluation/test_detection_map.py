@@ -55,8 +55,8 @@ def direct_average_precision(ground_truth, detections, thresholds):
 
 
 def test_presets_are_the_papers_thresholds():
-    assert np.allclose(THUMOS14_TIOU_THRESHOLDS, [0.3, 0.4, 0.5, 0.6, 0.7])
-    assert np.allclose(ACTIVITYNET_TIOU_THRESHOLDS, np.arange(0.5, 0.951, 0.05))
+    assert THUMOS14_TIOU_THRESHOLDS == (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert ACTIVITYNET_TIOU_THRESHOLDS == tuple(np.linspace(0.5, 0.95, 10))  # the official default
 
 
 def test_interpolated_average_precision_hand_computed():
@@ -186,11 +186,20 @@ def test_detections_of_a_label_outside_the_ground_truth_are_counted_and_not_scor
     assert list(result.per_class_AP) == ["a"] and result.mAP.tolist() == [1.0]
 
 
+def test_a_detection_that_ends_before_it_starts_is_a_counted_false_positive():
+    # As in the official code: it overlaps nothing, so tIoU 0 with every segment.
+    ground_truth = {"v": {"segments": [[0, 10]], "labels": ["a"]}}
+    detections = {"v": [entry(8, 2, 0.9), entry(0, 10, 0.5)]}
+    result = evaluate_detections(ground_truth, detections, [0.3, 0.7])
+    assert result.reversed_detections == 1
+    assert result.mAP.tolist() == [0.5, 0.5]
+    assert direct_average_precision(ground_truth, detections, [0.3, 0.7]) == {"a": [0.5, 0.5]}
+
+
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
         ([{"segment": [0, 1], "label": "a"}], "'score'"),
-        ([entry(5, 1, 0.5)], "ends before it starts"),
         ([entry(0, float("nan"), 0.5)], "finite"),
         ([{"segment": [0, 1, 2], "score": 0.5, "label": "a"}], "pairs"),
         ([entry(0, 1, "high")], "scores must be numbers"),

@@ -66,19 +66,22 @@ def test_a_file_without_results_is_not_a_submission(tmp_path):
         read_submission(path)
 
 
-def test_score_submission_ignores_videos_outside_the_subset(files):
+def test_score_submission_counts_detections_outside_the_subset_as_false_positives(files):
+    # As the official evaluation does: v3 (Validation) is not in subset Test, its "jump"
+    # at 0.95 ranks first and is a false positive.
     score = score_submission(*files, subset="Test", tiou_thresholds=[0.5])
-    assert score.ignored_videos == 1
+    assert (score.videos_not_annotated, score.detections_not_annotated, score.detections) == (1, 1, 5)
     subset_truth = {v: {"segments": [a["segment"] for a in r["annotations"]], "labels": [a["label"] for a in r["annotations"]]}
                     for v, r in GROUND_TRUTH["database"].items() if r["subset"] == "Test"}  # fmt: skip
-    expected = evaluate_detections(subset_truth, {v: DETECTIONS[v] for v in ("v1", "v2")}, [0.5])
+    expected = evaluate_detections(subset_truth, DETECTIONS, [0.5])
     assert score.result.mAP.tolist() == expected.mAP.tolist()
+    assert score.result.per_class_AP["jump"].tolist() == [pytest.approx(2 / 3)]
 
 
 def test_score_submission_without_subset_counts_detections_in_empty_videos_as_false_positives(files):
     # "jump" ranked: v3 (0.95, no ground truth: FP), v1 TP, v2 TP -> precision 2/3 at every recall.
     score = score_submission(*files, tiou_thresholds=[0.5])
-    assert score.ignored_videos == 0
+    assert score.videos_not_annotated == 0 and score.videos_without_detections == {}
     assert score.result.per_class_AP["jump"].tolist() == [pytest.approx(2 / 3)]
 
 
@@ -86,9 +89,10 @@ def test_cli_score_prints_the_table_and_writes_fractions(files, tmp_path, capsys
     out = tmp_path / "map.json"
     status = main(["score", "--annotations", str(files[0]), "--predictions", str(files[1]), "--subset", "Test",
                    "--json", str(out)])  # fmt: skip
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert status == 0
-    assert "ignored 1 submission video(s)" in printed and "mAP (%)" in printed
+    assert "mAP (%)" in printed.out
+    assert "1 submission video(s) with 1 detection(s) are not in subset 'Test'" in printed.err
     result = json.loads(out.read_text())
     assert set(result) == {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP"}
     assert result["tiou_thresholds"] == list(THUMOS14_TIOU_THRESHOLDS)
@@ -107,7 +111,7 @@ def test_cli_score_accepts_threshold_lists_and_presets(files, tmp_path):
 
 def test_cli_score_malformed_entry_exits_2_with_one_line_naming_the_video(files, tmp_path, capsys):
     broken = tmp_path / "broken.json"
-    broken.write_text(json.dumps({"results": {"v2": [{"segment": [3.0, 1.0], "score": 0.5, "label": "jump"}]}}))
+    broken.write_text(json.dumps({"results": {"v2": [{"segment": [3.0, "end"], "score": 0.5, "label": "jump"}]}}))
     status = main(["score", "--annotations", str(files[0]), "--predictions", str(broken)])
     error = capsys.readouterr().err
     assert status == 2
@@ -134,3 +138,37 @@ def test_cli_score_reads_the_activitynet_style_thumos14_file(shared_data, tmp_pa
                    "--json", str(out)])  # fmt: skip
     assert status == 0
     assert json.loads(out.read_text())["mAP"] == [1.0] * 5
+
+
+def test_cli_score_scores_reversed_detections_and_says_which_videos_have_none(run_selfdetr, tmp_path):
+    truth = {"database": {
+        "t1": {"subset": "Test", "annotations": [{"label": "jump", "segment": [0, 10]}]},
+        "t2": {"subset": "Test", "annotations": [{"label": "jump", "segment": [20, 30]}]},
+        "val1": {"subset": "Validation", "annotations": [{"label": "jump", "segment": [0, 5]}]},
+        "val2": {"subset": "Validation", "annotations": [{"label": "jump", "segment": [5, 9]}]},
+    }}  # fmt: skip
+    (tmp_path / "gt.json").write_text(json.dumps(truth))
+    results = {"t1": [{"segment": [8.0, 2.0], "score": 0.9, "label": "jump"},  # ends before it starts
+                      {"segment": [0.0, 10.0], "score": 0.5, "label": "jump"}],
+               "t2": [{"segment": [20.0, 30.0], "score": 0.4, "label": "jump"}]}  # fmt: skip
+    (tmp_path / "test_only.json").write_text(json.dumps({"results": results}))
+
+    result = run_selfdetr("score", "--annotations", str(tmp_path / "gt.json"), "--predictions",
+                      str(tmp_path / "test_only.json"), "--tiou", "0.5", "--json", str(tmp_path / "map.json"))  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    warnings = result.stderr.splitlines()
+    assert "1 detection(s) end before they start" in warnings[0]
+    assert "2 video(s) with ground truth in the annotations have no detection (2 of subset Validation)" in warnings[1]
+    assert "--subset" in warnings[1] and len(warnings) == 2
+    # Official result: the reversed detection ranks first as a false positive; t1, t2 hit;
+    # val1 and val2 are missed: recall 2/4 at precision 2/3.
+    assert json.loads((tmp_path / "map.json").read_text())["mAP"] == [pytest.approx(1 / 3)]
+
+
+def test_cli_score_warns_on_an_empty_submission(files, tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"results": {}}))
+    assert main(["score", "--annotations", str(files[0]), "--predictions", str(empty)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == f"selfdetr score: warning: {empty} holds no detection: every annotated segment is missed\n"
+    assert "0.00" in printed.out

@@ -87,3 +87,32 @@ def test_trainer_evaluate_reports_the_same_map_with_concatenated_or_per_batch_pr
     assert {f"eval_mAP@{t}" for t in ("0.3", "0.4", "0.5", "0.6", "0.7")} <= set(concatenated)
     maps = [key for key in concatenated if "mAP" in key]
     assert {key: concatenated[key] for key in maps} == {key: per_batch[key] for key in maps}
+
+
+def test_trainer_map_equals_the_map_of_the_evaluate_command_path(eval_setup, tiny_config, tmp_path):
+    from accelerate import Accelerator
+    from transformers import Trainer, TrainingArguments
+
+    from selfdetr_hf.data import SelfDetrDataCollator
+    from selfdetr_hf.evaluation import evaluate_detections
+    from selfdetr_hf.inference import as_submission
+    from selfdetr_hf.training.accelerate_loop import predict_windows
+
+    dataset, compute_metrics = eval_setup
+    processor = SelfDetrProcessor(window_size=64, test_window_stride=64)
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path), per_device_eval_batch_size=16, eval_do_concat_batches=False,
+        remove_unused_columns=False, report_to=[], use_cpu=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=arguments, eval_dataset=dataset, data_collator=SelfDetrDataCollator(),
+                      compute_metrics=compute_metrics)  # fmt: skip
+    trainer_map = trainer.evaluate()["eval_average_mAP"]
+
+    predictions = predict_windows(model, dataset, Accelerator(cpu=True), batch_size=16)
+    detections = processor.post_process_action_detection(
+        predictions, window_metadata(dataset), id2label=model.config.id2label, by_video=True
+    )
+    command_map = evaluate_detections(ANNOTATIONS, as_submission(detections), (0.3, 0.4, 0.5, 0.6, 0.7)).average_mAP
+    assert trainer_map > 0
+    assert trainer_map == pytest.approx(command_map, abs=1e-12)
