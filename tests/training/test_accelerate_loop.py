@@ -17,6 +17,7 @@ from selfdetr_hf.data.synthetic import make_synthetic_videos
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 from selfdetr_hf.training.accelerate_loop import AccelerateTrainingArguments, predict_windows, train
 from selfdetr_hf.training.recipes import TrainingRecipe, learning_rate_factor
+from selfdetr_hf.training.run_folder import RunFolderError
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -47,23 +48,21 @@ def run(videos, processor, output_dir, **kwargs):
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(videos, processor, tmp_path):
     run(videos, processor, tmp_path / "straight")
     run(videos, processor, tmp_path / "interrupted", max_steps=8)  # 7 steps per epoch: stops mid-epoch 2
-    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == [
-        "checkpoint_0",
-        "checkpoint_1",
-    ]
+    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == ["step_3", "step_6"]
     run(videos, processor, tmp_path / "interrupted", resume=True)  # from step 6, replays 7 and 8
     straight = load_file(tmp_path / "straight" / "model.safetensors")
     resumed = load_file(tmp_path / "interrupted" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
-    straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
-    resumed_log = (tmp_path / "interrupted" / "train_log.jsonl").read_text().splitlines()
-    assert resumed_log[-1] == straight_log[-1]
+    straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text()
+    assert (tmp_path / "interrupted" / "train_log.jsonl").read_text() == straight_log  # steps 7 and 8 once
+    before_resume = (tmp_path / "interrupted" / "train_log.before_resume_1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in before_resume] == list(range(1, 9))
 
 
-def test_resume_without_checkpoint_names_the_folder(videos, processor, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints"):
+def test_resume_without_a_run_names_the_folder(videos, processor, tmp_path):
+    with pytest.raises(RunFolderError, match=f"--resume: {tmp_path} holds no run to continue"):
         run(videos, processor, tmp_path, resume=True)
 
 
