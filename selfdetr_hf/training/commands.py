@@ -229,6 +229,16 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     check_output_dir(Path(args.output_dir), resume=args.resume, overwrite=args.overwrite)  # before loading data
+    try:
+        metrics = _load_and_train(args, training_args)
+    except KeyboardInterrupt as stop:
+        return report_interrupt("train", stop, "continue with the same command and --resume")
+    report_run(args.output_dir, metrics, push_to=args.push_to_hub)
+    return 0
+
+
+def _load_and_train(args: argparse.Namespace, training_args: AccelerateTrainingArguments) -> dict[str, Any]:
+    """The data, a model initialised with the run's seed, and the training run."""
     seed = training_args.resolved_recipe().seed
     preset = "synthetic" if args.synthetic else args.preset
     processor = SelfDetrProcessor.activitynet() if args.preset == "activitynet" else SelfDetrProcessor.thumos14()
@@ -249,23 +259,17 @@ def run_train(args: argparse.Namespace) -> int:
         decoder_feedback=not args.no_decoder_feedback,
         num_queries=args.num_queries,
     )
-    card = model_card_renderer(
-        model.config, dataset_name=preset, repo_id=args.push_to_hub or Path(args.output_dir).name
+    return train(
+        model,
+        processor,
+        data.train_dataset,
+        training_args,
+        eval_dataset=data.eval_dataset,
+        eval_annotations=data.eval_annotations,
+        model_card=model_card_renderer(
+            model.config, dataset_name=preset, repo_id=args.push_to_hub or Path(args.output_dir).name
+        ),
     )
-    try:
-        metrics = train(
-            model,
-            processor,
-            data.train_dataset,
-            training_args,
-            eval_dataset=data.eval_dataset,
-            eval_annotations=data.eval_annotations,
-            model_card=card,
-        )
-    except KeyboardInterrupt as stop:
-        return report_interrupt("train", stop, "continue with the same command and --resume")
-    report_run(args.output_dir, metrics, push_to=args.push_to_hub)
-    return 0
 
 
 def model_card_renderer(config, *, dataset_name: str, repo_id: str) -> Callable[[dict[str, Any]], str]:
