@@ -252,19 +252,23 @@ def train(
         with torch.random.fork_rng(devices=[]):  # evaluation leaves the training's random stream alone
             return evaluate(evaluated, processor, eval_dataset, eval_annotations, accelerator, args.tiou_thresholds)
 
-    def stop_if_asked(saved: bool) -> None:
+    def save_training_state() -> Path:
+        return save_checkpoint(
+            accelerator, output_dir, identity.run_id, progress.completed_steps, args.checkpoints_to_keep
+        )
+
+    def stop_if_asked(checkpoint: Path | None) -> None:
+        """Raise `TrainingInterrupted` once a signal asked to stop, with a checkpoint of
+        this step (``checkpoint`` when it already has one)."""
         signal_number = stop.requested(accelerator)
         if signal_number is None:
             return
         bar.close()
-        checkpoint = output_dir / "checkpoints" / f"step_{progress.completed_steps}"
-        if not saved:
-            checkpoint = save_checkpoint(
-                accelerator, output_dir, identity.run_id, progress.completed_steps, args.checkpoints_to_keep
-            )
+        checkpoint = checkpoint or save_training_state()
         accelerator.end_training()
         raise TrainingInterrupted(signal_number, progress.completed_steps, total_steps, checkpoint)
 
+    checkpoint = None  # of the last step, when it has one
     with stop_requests(announce=accelerator.is_main_process) as stop:
         start_epoch = progress.completed_steps // steps_per_epoch
         for epoch in range(start_epoch, recipe.epochs):
@@ -297,12 +301,10 @@ def train(
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=progress.completed_steps)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", epoch=epoch)
-                saved = bool(args.checkpoint_every) and progress.completed_steps % args.checkpoint_every == 0
-                if saved:
-                    save_checkpoint(
-                        accelerator, output_dir, identity.run_id, progress.completed_steps, args.checkpoints_to_keep
-                    )
-                stop_if_asked(saved)
+                checkpoint = None
+                if args.checkpoint_every and progress.completed_steps % args.checkpoint_every == 0:
+                    checkpoint = save_training_state()
+                stop_if_asked(checkpoint)
                 if progress.completed_steps >= total_steps:
                     break
             epoch_finished = progress.completed_steps == (epoch + 1) * steps_per_epoch
@@ -311,7 +313,7 @@ def train(
                 metrics = run_evaluation()
                 accelerator.print(f"epoch {epoch}: average mAP {metrics['average_mAP']:.4f}")
                 accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=progress.completed_steps)
-                stop_if_asked(saved=False)
+                stop_if_asked(checkpoint)
     bar.close()
 
     metrics: dict[str, Any] = {}
