@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/selfdetr demo --output-dir demo_output
+	$(VENV)/bin/selfdetr demo --output-dir demo_output --overwrite
 
 test: setup
 	$(PY) -m pytest -q

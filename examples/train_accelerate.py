@@ -13,8 +13,11 @@ This is `selfdetr train`; every option is listed by `--help`. Examples:
         examples/train_accelerate.py --synthetic --output-dir runs/ddp
     accelerate launch --multi_gpu --num_processes 4 examples/train_accelerate.py ... --mixed-precision bf16
 
-    # continue an interrupted run from its last checkpoint, mid-epoch
+    # continue an interrupted run (Ctrl-C saves a checkpoint) from its newest checkpoint, mid-epoch
     python examples/train_accelerate.py ... --output-dir runs/thumos14 --resume
+
+    # an output folder belongs to one run: start afresh there only by asking
+    python examples/train_accelerate.py ... --output-dir runs/thumos14 --overwrite
 
 The loop itself is `selfdetr_hf.training.accelerate_loop.train`; copy it from there to
 change what a step does.

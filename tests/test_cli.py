@@ -1,4 +1,4 @@
-"""The `selfdetr` command line: every subcommand's help, detect, evaluate and the demo."""
+"""The `selfdetr` command line: every subcommand's help, detect and evaluate (train and demo: tests/training)."""
 
 import json
 import subprocess
@@ -95,15 +95,6 @@ def test_evaluate_on_a_custom_dataset_writes_metrics_and_submission(saved_model,
     assert len(metrics["mAP"]) == 5 and 0.0 <= metrics["average_mAP"] <= 1.0
     assert set(json.loads((tmp_path / "eval" / "submission.json").read_text())["results"]) == {"video_a", "video_b"}
     assert "mAP (%)" in capsys.readouterr().out
-
-
-def test_demo_trains_evaluates_saves_reloads_and_plots(tmp_path):
-    assert main(["demo", "--output-dir", str(tmp_path), "--epochs", "1", "--no-progress"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0.0 <= metrics["average_mAP"] <= 1.0 and len(metrics["mAP"]) == 5
-    assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert (tmp_path / "model" / "preprocessor_config.json").is_file()
-    assert (tmp_path / "timeline.png").stat().st_size > 10_000
 
 
 def test_a_model_whose_config_has_an_invalid_value_is_a_one_line_error(saved_model, feature_folder, tmp_path):

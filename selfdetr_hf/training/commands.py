@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
+import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
+from accelerate.utils import set_seed
 
 from ..data import FeatureFolder, build_dataset, load_annotations
 from ..data.synthetic import make_synthetic_videos
@@ -15,7 +21,9 @@ from ..evaluation.commands import TIOU_PRESETS
 from ..evaluation.detection_map import map_table
 from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
+from .interrupts import TrainingInterrupted
 from .recipes import RECIPES, TrainingRecipe
+from .run_folder import RunFolderError, check_output_dir, run_artefacts
 
 PRESET_SUBSETS = {
     "thumos14": ("validation", "test"),
@@ -76,10 +84,12 @@ def load_data(
     eval_subset: str | None,
     label_names: list[str] | None = None,
     class_agnostic: bool = False,
+    synthetic_seed: int = 0,
 ) -> LoadedData:
     """Build the training and test window datasets from the command line's data options.
 
-    A subset of None gives no dataset, `EVERY_SUBSET` one of every video.
+    A subset of None gives no dataset, `EVERY_SUBSET` one of every video; ``synthetic_seed``
+    seeds the synthetic data (with ``--synthetic``).
     """
     if args.synthetic:
         videos = make_synthetic_videos(
@@ -87,6 +97,7 @@ def load_data(
             num_classes=None if args.synthetic_timelines else 5,
             feature_dim=args.synthetic_feature_dim,
             timelines=args.synthetic_timelines or "thumos14",
+            seed=synthetic_seed,
         )
         annotations, features = videos.annotations, videos.features
         ground_truth = (
@@ -140,6 +151,20 @@ def load_data(
     return LoadedData(train_dataset, eval_dataset, eval_truth, list(label_names), feature_dim)
 
 
+def add_output_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, resume: bool = True) -> None:
+    """``--overwrite`` (and ``--resume``): what to do with an output folder holding a run."""
+    choice = parser.add_mutually_exclusive_group()
+    if resume:
+        choice.add_argument(
+            "--resume", action="store_true", help="continue the run in --output-dir from its newest checkpoint"
+        )
+    choice.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run in --output-dir (checkpoints included) and start afresh",
+    )
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where the model, logs and checkpoints are written")
     parser.add_argument(
@@ -161,11 +186,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--epochs", type=int, help="override the recipe's epochs")
     run.add_argument("--batch-size", type=int, help="override the recipe's global batch size")
     run.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
-    run.add_argument("--seed", type=int, help="override the recipe's seed")
+    run.add_argument(
+        "--seed", type=int, help="override the recipe's seed (initial weights, data order, dropout, synthetic data)"
+    )
     run.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     run.add_argument("--gradient-accumulation-steps", type=int, default=1)
     run.add_argument("--checkpoint-every", type=int, default=0, help="save the training state every N steps")
-    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    add_output_arguments(run)
     run.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (0: only at the end)")
     run.add_argument("--max-steps", type=int, help="stop after N optimiser steps")
     run.add_argument("--tensorboard", action="store_true", help="log to TensorBoard in OUTPUT_DIR/logs")
@@ -197,27 +224,12 @@ def build_model(
                 f"model {pretrained} expects {model.config.feature_dim}-d features, the data has {feature_dim}"
             )
         return model
-    if num_queries:
+    if num_queries is not None:
         overrides["num_queries"] = num_queries
     return SelfDetrForActionDetection(SelfDetrConfig(feature_dim=feature_dim, id2label=id2label, **overrides))
 
 
 def run_train(args: argparse.Namespace) -> int:
-    preset = "synthetic" if args.synthetic else args.preset
-    train_subset = args.train_subset or PRESET_SUBSETS[preset][0]
-    eval_subset = args.eval_subset or PRESET_SUBSETS[preset][1]
-    processor = SelfDetrProcessor.activitynet() if args.preset == "activitynet" else SelfDetrProcessor.thumos14()
-    data = load_data(
-        args, processor, train_subset=train_subset, eval_subset=eval_subset, class_agnostic=args.class_agnostic
-    )
-    model = build_model(
-        data.label_names,
-        data.feature_dim,
-        pretrained=args.model,
-        encoder_feedback=not args.no_encoder_feedback,
-        decoder_feedback=not args.no_decoder_feedback,
-        num_queries=args.num_queries,
-    )
     training_args = AccelerateTrainingArguments(
         output_dir=args.output_dir,
         recipe=args.preset,
@@ -229,47 +241,93 @@ def run_train(args: argparse.Namespace) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        overwrite=args.overwrite,
         eval_every=args.eval_every,
         max_steps=args.max_steps,
         tensorboard=args.tensorboard,
         tiou_thresholds=TIOU_PRESETS[args.preset],
         progress=not args.no_progress,
     )
-    metrics = train(
+    check_output_dir(Path(args.output_dir), resume=args.resume, overwrite=args.overwrite)  # before loading data
+    try:
+        metrics = _load_and_train(args, training_args)
+    except KeyboardInterrupt as stop:
+        return report_interrupt("train", stop, "continue with the same command and --resume")
+    report_run(args.output_dir, metrics, push_to=args.push_to_hub)
+    return 0
+
+
+def _load_and_train(args: argparse.Namespace, training_args: AccelerateTrainingArguments) -> dict[str, Any]:
+    """The data, a model initialised with the run's seed, and the training run."""
+    seed = training_args.resolved_recipe().seed
+    preset = "synthetic" if args.synthetic else args.preset
+    processor = SelfDetrProcessor.activitynet() if args.preset == "activitynet" else SelfDetrProcessor.thumos14()
+    data = load_data(
+        args,
+        processor,
+        train_subset=args.train_subset or PRESET_SUBSETS[preset][0],
+        eval_subset=args.eval_subset or PRESET_SUBSETS[preset][1],
+        class_agnostic=args.class_agnostic,
+        synthetic_seed=seed,
+    )
+    set_seed(seed)  # the initial weights too, not only the training run
+    model = build_model(
+        data.label_names,
+        data.feature_dim,
+        pretrained=args.model,
+        encoder_feedback=not args.no_encoder_feedback,
+        decoder_feedback=not args.no_decoder_feedback,
+        num_queries=args.num_queries,
+    )
+    return train(
         model,
         processor,
         data.train_dataset,
         training_args,
         eval_dataset=data.eval_dataset,
         eval_annotations=data.eval_annotations,
+        model_card=model_card_renderer(
+            model.config, dataset_name=preset, repo_id=args.push_to_hub or Path(args.output_dir).name
+        ),
     )
-    finish_run(args.output_dir, model, metrics, dataset_name=preset, push_to=args.push_to_hub)
-    return 0
 
 
-def finish_run(output_dir: str | Path, model, metrics: dict, *, dataset_name: str, push_to: str | None) -> None:
-    """Write the model card beside the saved model and, when asked, push everything."""
+def model_card_renderer(config, *, dataset_name: str, repo_id: str) -> Callable[[dict[str, Any]], str]:
+    """The model card of a run on ``dataset_name`` (preset or ``synthetic``), from its metrics."""
+    from ..model_card import render_model_card
+
+    template = {"thumos14": "thumos14_i3d", "activitynet": "activitynet_i3d"}.get(dataset_name, "custom_dataset")
+    shown_name = {"synthetic": "selfdetr_hf synthetic"}.get(dataset_name, dataset_name)
+    return lambda metrics: render_model_card(
+        template, repo_id=repo_id, config=config, metrics=metrics or None, dataset_name=shown_name
+    )
+
+
+def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) -> None:
+    """Print the mAP table of a finished run and, when asked, push the run's model."""
     from accelerate import PartialState
 
     from ..hub import push_model
-    from ..model_card import render_model_card
 
     if not PartialState().is_main_process:
         return
-    output_dir = Path(output_dir)
-    template = {"thumos14": "thumos14_i3d", "activitynet": "activitynet_i3d"}.get(dataset_name, "custom_dataset")
-    card = render_model_card(
-        template,
-        repo_id=push_to or output_dir.name,
-        config=model.config,
-        metrics=metrics or None,
-        dataset_name={"synthetic": "selfdetr_hf synthetic"}.get(dataset_name, dataset_name),
-    )
-    (output_dir / "README.md").write_text(card, encoding="utf-8")
     if metrics:
         print(map_table(metrics["tiou_thresholds"], metrics["mAP"], metrics["average_mAP"]))
     if push_to:
-        print(f"pushed to {push_model(output_dir, push_to)}")
+        print(f"pushed to {push_model(Path(output_dir), push_to)}")
+
+
+def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
+    """One line on stderr for a run stopped by a signal; the exit status 128 + signal."""
+    from accelerate import PartialState
+
+    if isinstance(stop, TrainingInterrupted):
+        message, status = f"{stop}; {how_on}", 128 + stop.signal_number
+    else:
+        message, status = f"{stop or 'interrupted'}, nothing saved now; {how_on}", 128 + signal.SIGINT
+    if PartialState().is_main_process:
+        print(f"selfdetr {command}: {message}", file=sys.stderr)
+    return status
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,11 +335,16 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", default="demo_output", help="where everything is written (default: demo_output)"
     )
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs (default: {DEMO_EPOCHS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: 0)")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimiser steps (a quicker, shorter run)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, the initial weights and the run (default: 0)"
+    )
+    add_output_arguments(parser, resume=False)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 DEMO_EPOCHS = 30
+DEMO_FILES = ("metrics.json", "timeline.png")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -292,6 +355,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     output_dir = Path(args.output_dir)
+    recipe = TrainingRecipe(
+        learning_rate=5e-4, batch_size=16, epochs=args.epochs, lr_drop_epochs=(int(args.epochs * 0.75),), seed=args.seed
+    )
+    training_args = AccelerateTrainingArguments(
+        output_dir=str(output_dir / "model"),
+        recipe=recipe,
+        overwrite=args.overwrite,
+        eval_every=0,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    _claim_demo_output(output_dir, overwrite=args.overwrite)
     videos = make_synthetic_videos(96, num_classes=5, feature_dim=64, seed=args.seed)
     processor = SelfDetrProcessor.thumos14()
     train_dataset = videos.dataset(processor, subset="train", training=True)
@@ -304,21 +379,21 @@ def run_demo(args: argparse.Namespace) -> int:
     config = SelfDetrConfig(
         feature_dim=64, d_model=128, ffn_dim=256, num_queries=20, id2label=dict(enumerate(videos.label_names))
     )
+    set_seed(args.seed)  # the initial weights too, not only the training run
     model = SelfDetrForActionDetection(config)
-    recipe = TrainingRecipe(
-        learning_rate=5e-4, batch_size=16, epochs=args.epochs, lr_drop_epochs=(int(args.epochs * 0.75),), seed=args.seed
-    )
-    metrics = train(
-        model,
-        processor,
-        train_dataset,
-        AccelerateTrainingArguments(
-            output_dir=str(output_dir / "model"), recipe=recipe, eval_every=0, progress=not args.no_progress
-        ),
-        eval_dataset=eval_dataset,
-        eval_annotations=eval_annotations,
-    )
-    finish_run(output_dir / "model", model, metrics, dataset_name="synthetic", push_to=None)
+    try:
+        metrics = train(
+            model,
+            processor,
+            train_dataset,
+            training_args,
+            eval_dataset=eval_dataset,
+            eval_annotations=eval_annotations,
+            model_card=model_card_renderer(config, dataset_name="synthetic", repo_id=output_dir.name),
+        )
+    except KeyboardInterrupt as stop:
+        return report_interrupt("demo", stop, "run it again with --overwrite")
+    report_run(output_dir / "model", metrics, push_to=None)
 
     reloaded = SelfDetrForActionDetection.from_pretrained(output_dir / "model")
     reloaded_processor = SelfDetrProcessor.from_pretrained(output_dir / "model")
@@ -334,11 +409,29 @@ def run_demo(args: argparse.Namespace) -> int:
         duration=eval_annotations[video_id].duration,
         title=f"{video_id}: detections (bars coloured by score) against ground truth",
     )
+    shutil.copyfile(output_dir / "model" / "metrics.json", output_dir / "metrics.json")
     elapsed = time.perf_counter() - started
-    metrics["demo_seconds"] = elapsed
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     best = found["scores"][:3].tolist() if len(found["scores"]) else []
     print(f"reloaded from {output_dir / 'model'}; {video_id}: {len(found['scores'])} detections, best scores {best}")
     print(f"timeline plot: {plot}")
-    print(f"metrics: {output_dir / 'metrics.json'} (average mAP {metrics['average_mAP']:.4f}), {elapsed:.0f} s in all")
+    print(
+        f"metrics: {output_dir / 'metrics.json'} (average mAP {metrics['average_mAP']:.4f}), "
+        f"{elapsed:.0f} s in all on {torch.get_num_threads()} torch thread(s)"
+    )
     return 0
+
+
+def _claim_demo_output(output_dir: Path, *, overwrite: bool) -> None:
+    """Refuse a folder holding a demo's results unless ``overwrite``; then delete the
+    demo's own files (its model folder is cleared by the training run)."""
+    found = [output_dir / name for name in DEMO_FILES if (output_dir / name).exists()]
+    found += run_artefacts(output_dir / "model")
+    if found and not overwrite:
+        names = ", ".join(str(path.relative_to(output_dir)) for path in found)
+        raise RunFolderError(
+            f"{output_dir} already holds a demo's results ({names}): replace them with --overwrite, "
+            "or choose another --output-dir"
+        )
+    for path in found:
+        if path.name in DEMO_FILES and path.parent == output_dir:
+            path.unlink()

@@ -17,6 +17,7 @@ from selfdetr_hf.data.synthetic import make_synthetic_videos
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
 from selfdetr_hf.training.accelerate_loop import AccelerateTrainingArguments, predict_windows, train
 from selfdetr_hf.training.recipes import TrainingRecipe, learning_rate_factor
+from selfdetr_hf.training.run_folder import RunFolderError
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -47,23 +48,42 @@ def run(videos, processor, output_dir, **kwargs):
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(videos, processor, tmp_path):
     run(videos, processor, tmp_path / "straight")
     run(videos, processor, tmp_path / "interrupted", max_steps=8)  # 7 steps per epoch: stops mid-epoch 2
-    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == [
-        "checkpoint_0",
-        "checkpoint_1",
-    ]
+    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == ["step_3", "step_6"]
     run(videos, processor, tmp_path / "interrupted", resume=True)  # from step 6, replays 7 and 8
     straight = load_file(tmp_path / "straight" / "model.safetensors")
     resumed = load_file(tmp_path / "interrupted" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
-    straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
-    resumed_log = (tmp_path / "interrupted" / "train_log.jsonl").read_text().splitlines()
-    assert resumed_log[-1] == straight_log[-1]
+    straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text()
+    assert (tmp_path / "interrupted" / "train_log.jsonl").read_text() == straight_log  # steps 7 and 8 once
+    before_resume = (tmp_path / "interrupted" / "train_log.before_resume_1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in before_resume] == list(range(1, 9))
 
 
-def test_resume_without_checkpoint_names_the_folder(videos, processor, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints"):
+def test_resume_at_an_epoch_boundary_is_exact_although_the_epoch_was_evaluated(videos, processor, tmp_path):
+    recipe = TrainingRecipe(learning_rate=1e-3, batch_size=4, epochs=2, seed=0)
+    evaluation = {
+        "eval_dataset": videos.dataset(processor, subset="test", training=False),
+        "eval_annotations": {k: v for k, v in videos.annotations.items() if v.subset == "test"},
+    }
+
+    def run_to(folder, **kwargs):
+        arguments = AccelerateTrainingArguments(
+            output_dir=str(folder), recipe=recipe, checkpoint_every=7, eval_every=1, progress=False, **kwargs
+        )
+        return train(tiny_model(videos), processor, videos.dataset(processor, subset="train"), arguments, **evaluation)
+
+    run_to(tmp_path / "straight")  # evaluates after epoch 1, between steps 7 and 8
+    run_to(tmp_path / "resumed", max_steps=7)
+    run_to(tmp_path / "resumed", resume=True)
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_resume_without_a_run_names_the_folder(videos, processor, tmp_path):
+    with pytest.raises(RunFolderError, match=f"--resume: {tmp_path} holds no run to continue"):
         run(videos, processor, tmp_path, resume=True)
 
 
@@ -93,7 +113,16 @@ def launch(processes, output_dir):
     ``ACCELERATE_USE_CPU`` starts real CPU processes through torchrun."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
     command += ["--multi_gpu"] if processes > 1 else ["--cpu"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(WORKER), str(output_dir)]
+    command += [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(WORKER),
+        str(output_dir),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
