@@ -115,17 +115,22 @@ def test_a_video_in_two_formats_is_an_error_naming_both_files(saved_model, tmp_p
     assert result.returncode == 0 and set(results(output)) == {"v"}
 
 
-def test_extracted_features_without_or_with_mismatching_metadata_are_named(saved_model, tmp_path):
-    folder = write_videos(tmp_path / "features", {"timed": 60, "untimed": 60, "mismatched": 60})
+def test_extracted_features_without_or_with_mismatching_metadata_or_with_nan_are_named(saved_model, tmp_path):
+    folder = write_videos(tmp_path / "features", {"timed": 60, "untimed": 60, "mismatched": 60, "nan": 60})
+    nan = np.load(folder / "nan.npy")
+    nan[42, 0] = np.nan
+    np.save(folder / "nan.npy", nan)
     metadata = {"video": "x.mp4", "backbone": "b", "pooling": "mean_tokens", "clip_len": 16, "stride": 4,
                 "backbone_frames": 16, "dtype": "float32", "fps": 30.0, "num_frames": 252, "num_steps": 60,
                 "feature_dim": CHANNELS}  # fmt: skip
     (folder / "timed.json").write_text(json.dumps(metadata))
     (folder / "mismatched.json").write_text(json.dumps({**metadata, "num_steps": 61}))
+    (folder / "nan.json").write_text(json.dumps(metadata))
     output = tmp_path / "out.json"
     result = detect(saved_model, "--features", folder, "--output", output)
     assert result.returncode == 2
     assert "untimed.json" in result.stderr and "mismatched.npy" in result.stderr and "(60, 16)" in result.stderr
+    assert "nan.npy), first at time step 42" in result.stderr and "in-memory" not in result.stderr
     assert set(results(output)) == {"timed"}
 
 
