@@ -67,7 +67,9 @@ def main() -> None:
 
         window_bytes = 128 * FEATURE_DIM * 4
         print(f"{args.steps} steps x {FEATURE_DIM} channels per video, default-size model, one window per video")
-        print(f"{'videos':>7} {'threads':>7} {'seconds':>8} {'peak RSS MiB':>13} {'RSS ratio':>9} {'all windows MiB':>16}")
+        print(
+            f"{'videos':>7} {'threads':>7} {'seconds':>8} {'peak RSS MiB':>13} {'RSS ratio':>9} {'all windows MiB':>16}"
+        )
         small_rss = None
         for count, folder in ((small_count, root / "small"), (args.videos, root / "large")):
             seconds, rss = run_detect(root / "model", folder, root / "out.json", threads[0])

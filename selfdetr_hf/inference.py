@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .data import FeatureError, FeatureFolder, check_finite
+from .data import FeatureFolder, check_finite
 from .data.checks import check_positive
-from .data.dataset import FeatureSource, open_features
+from .data.dataset import FeatureSource, check_feature_shape, open_features
 from .processing_self_detr import SelfDetrProcessor
 
 
@@ -52,22 +52,13 @@ def feature_files(path: str | Path, folder: FeatureFolder) -> tuple[FeatureFolde
 
 
 def check_video_features(array: Any, video_id: str, source: str, feature_dim: int | None) -> np.ndarray:
-    """``(T, C)`` float32 features, checked: 2-D, non-empty, ``C == feature_dim``, finite.
+    """``(T, C)`` float32 features read into memory and checked: `check_feature_shape`, then finite.
 
     Raises:
         FeatureError: naming the video and ``source`` (its file).
     """
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim != 2 or len(array) == 0:
-        raise FeatureError(
-            f"video {video_id!r} ({source}): features must be a non-empty (T, C) array; got {array.shape}"
-        )
-    if feature_dim is not None and array.shape[1] != feature_dim:
-        hint = " (channels first? use the CT layout)" if len(array) == feature_dim else ""
-        raise FeatureError(
-            f"video {video_id!r} ({source}): features of shape {array.shape}, the model expects (T, {feature_dim}){hint}"
-        )
-    return check_finite(array, video_id, source)
+    check_feature_shape(array, video_id, source, feature_dim)
+    return check_finite(np.asarray(array, dtype=np.float32), video_id, source)
 
 
 class VideoTiming(NamedTuple):

@@ -102,7 +102,7 @@ def build_dataset(
     for video_id, video in annotations.items():
         try:
             array, source = open_features(features, video_id)
-            num_steps, channels = _check_shape(array, video_id, source, channels)
+            num_steps, channels = check_feature_shape(array, video_id, source, channels)
             check_finite(np.asarray(array), video_id, source)  # every value, once, before any step
             rate, time_offset = _video_timing(video, video_id, num_steps, feature_fps, feature_stride, clip_frames)
             timed = feature_fps is not None or feature_stride is not None  # else the span is the duration
@@ -237,7 +237,13 @@ def _annotation_label_names(annotations: Mapping[str, VideoAnnotation]) -> list[
     return names
 
 
-def _check_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
+def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
+    """``(T, C)`` of a video's array-like features, checked without reading them: 2-D,
+    ``T > 0``, ``C == feature_dim`` when given.
+
+    Raises:
+        FeatureError: naming the video and ``source`` (its file).
+    """
     shape = tuple(getattr(array, "shape", ()))
     if len(shape) != 2:
         raise FeatureError(f"video {video_id!r}: features must be (time, channels); got shape {shape} ({source})")
@@ -291,4 +297,11 @@ def _label_ids(video: VideoAnnotation, video_id: str, label_ids: Mapping[str, in
     return np.array([label_ids[label] for label in video.labels], dtype=np.int64)
 
 
-__all__ = ["FeatureSource", "WindowFeatureLoader", "build_dataset", "open_features", "window_metadata"]
+__all__ = [
+    "FeatureSource",
+    "WindowFeatureLoader",
+    "build_dataset",
+    "check_feature_shape",
+    "open_features",
+    "window_metadata",
+]
