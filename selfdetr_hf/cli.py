@@ -66,9 +66,10 @@ def _run_detect(args: argparse.Namespace) -> int:
     others need ``--feature-fps``. A video that cannot be used is reported by name at the
     end (exit status 2), the others are written; ``--strict`` stops at the first one.
     """
+    from .data.checks import short_videos_message
     from .detection_files import DetectionWriter
     from .features.pipeline import detect_videos, extraction_timing
-    from .inference import VideoTiming, as_submission, iter_detections
+    from .inference import DetectionReport, VideoTiming, as_submission, iter_detections
 
     if bool(args.features) == bool(args.videos):
         raise ValueError("give --features or --videos (one of them)")
@@ -76,7 +77,7 @@ def _run_detect(args: argparse.Namespace) -> int:
         raise ValueError(f"--time-offset must be >= 0; got {args.time_offset}")
     writer = DetectionWriter(args.output)
     model, processor = _load_model(args)
-    failures: dict[str, str] | None = None if args.strict else {}
+    report = DetectionReport(strict=args.strict)
     if args.videos:
         found = detect_videos(
             model, processor, args.videos, feature_dir=args.feature_dir, backbone=args.backbone,
@@ -92,9 +93,7 @@ def _run_detect(args: argparse.Namespace) -> int:
             raise ValueError("give --feature-fps with several feature folders")
         else:
             timing = extraction_timing(folder.folders[0])
-        found = iter_detections(
-            model, processor, folder, video_ids, timing, batch_size=args.batch_size, failures=failures
-        )
+        found = iter_detections(model, processor, folder, video_ids, timing, batch_size=args.batch_size, report=report)
         total = len(video_ids)
     first = None
     with writer.open():
@@ -109,11 +108,14 @@ def _run_detect(args: argparse.Namespace) -> int:
 
         empty = {"segments": np.zeros((0, 2)), "labels": []}
         print(f"timeline plot: {plot_detection_timeline(empty, first[1], args.plot, title=first[0])}")
-    if failures:
-        for message in failures.values():
+    if report.short_videos:
+        warning = short_videos_message(report.short_videos, total, processor)
+        print(f"selfdetr detect: warning: {warning}", file=sys.stderr)
+    if report.failures:
+        for message in report.failures.values():
             print(f"selfdetr detect: error: {message}", file=sys.stderr)
         print(
-            f"selfdetr detect: error: {len(failures)} of {total} videos could not be used (listed above); "
+            f"selfdetr detect: error: {len(report.failures)} of {total} videos could not be used (listed above); "
             f"the other {writer.videos} are in {writer.output}",
             file=sys.stderr,
         )

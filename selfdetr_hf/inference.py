@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data import FeatureFolder, check_finite
-from .data.checks import check_positive
+from .data.checks import check_positive, short_input_limit
 from .data.dataset import FeatureSource, check_feature_shape, open_features
 from .processing_self_detr import SelfDetrProcessor
 
@@ -59,6 +59,21 @@ def check_video_features(array: Any, video_id: str, source: str, feature_dim: in
     """
     check_feature_shape(array, video_id, source, feature_dim)
     return check_finite(np.asarray(array, dtype=np.float32), video_id, source)
+
+
+@dataclasses.dataclass
+class DetectionReport:
+    """What `iter_detections` met besides detections.
+
+    Attributes:
+        strict: raise at the first video that cannot be used instead of recording it.
+        failures: ``{video_id: message}`` of the videos that could not be used.
+        short_videos: ids of the videos with fewer steps than `short_input_limit`.
+    """
+
+    strict: bool = False
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    short_videos: list[str] = dataclasses.field(default_factory=list)
 
 
 class VideoTiming(NamedTuple):
@@ -112,7 +127,7 @@ def iter_detections(
     timing: VideoTiming | Callable[[str], VideoTiming],
     *,
     batch_size: int = 16,
-    failures: dict[str, str] | None = None,
+    report: DetectionReport | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Detections video by video: each video is read, checked and detected, then dropped.
 
@@ -122,9 +137,9 @@ def iter_detections(
         video_ids: which videos, in order.
         timing: one `VideoTiming` for every video, or a function of the video id giving it
             (it may raise an error naming the video).
-        failures: when given, a video that cannot be used (unreadable, wrong shape, NaN,
-            no timing) is recorded here, ``{video_id: message}``, and skipped; else its
-            error is raised.
+        report: when given, videos much shorter than a window are listed in it, and (unless
+            ``report.strict``) a video that cannot be used (unreadable, wrong shape, NaN, no
+            timing) is recorded in ``report.failures`` and skipped; else its error is raised.
 
     Yields:
         ``(video_id, detections)`` as `detect_video` returns.
@@ -133,14 +148,16 @@ def iter_detections(
         try:
             array, source = open_features(features, video_id)
             array = check_video_features(array, video_id, source, model.config.feature_dim)
+            if report is not None and len(array) < short_input_limit(processor):
+                report.short_videos.append(video_id)
             found = detect_video(
                 model, processor, array, video_id, timing(video_id) if callable(timing) else timing,
                 batch_size=batch_size,
             )  # fmt: skip
         except (ValueError, OSError) as error:
-            if failures is None:
+            if report is None or report.strict:
                 raise
-            failures[video_id] = str(error)
+            report.failures[video_id] = str(error)
             continue
         yield video_id, found
 

@@ -59,7 +59,7 @@ def results(path):
 
 
 def test_bad_files_are_reported_by_name_after_the_good_videos_are_written(saved_model, tmp_path):
-    folder = write_videos(tmp_path / "features", {"good_a": 200, "good_b": 60})
+    folder = write_videos(tmp_path / "features", {"good_a": 200, "good_b": 60, "tiny": 10})
     (folder / "broken.npy").write_bytes(b"\x93NUMPY not really")
     np.save(folder / "wide.npy", np.zeros((50, CHANNELS + 1), dtype=np.float32))
     nan = np.ones((300, CHANNELS), dtype=np.float32)
@@ -68,10 +68,11 @@ def test_bad_files_are_reported_by_name_after_the_good_videos_are_written(saved_
     output = tmp_path / "out.json"
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", output)
     assert result.returncode == 2
-    assert set(results(output)) == {"good_a", "good_b"}
+    assert set(results(output)) == {"good_a", "good_b", "tiny"}
     errors = result.stderr
+    assert "warning: 1 of 6 videos have fewer than 32 feature steps, a window holds 128: tiny" in errors
     assert "broken.npy" in errors and "wide.npy" in errors and "nan.npy" in errors and "time step 250" in errors
-    assert "3 of 5 videos could not be used" in errors
+    assert "3 of 6 videos could not be used" in errors
     assert not (tmp_path / "out.json.partial").exists()
 
 

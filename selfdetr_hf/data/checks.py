@@ -4,8 +4,12 @@ against its annotated duration, and many problems reported at once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .features import FeatureError
+
+if TYPE_CHECKING:
+    from ..processing_self_detr import SelfDetrProcessor
 
 SPAN_TOLERANCE = 0.05
 """Relative difference between the features' span and the annotated duration beyond which a warning is given."""
@@ -52,6 +56,20 @@ def check_feature_span(
     return abs(ratio - 1) > SPAN_TOLERANCE
 
 
+def short_input_limit(processor: SelfDetrProcessor) -> int:
+    """Feature steps below which a video is much shorter than the processor's window
+    (``window_size`` or ``resize_length``) and mostly padding or stretched."""
+    return (processor.window_size or processor.resize_length) // SHORT_INPUT_FRACTION
+
+
+def short_videos_message(video_ids: Sequence[str], total: int, processor: SelfDetrProcessor) -> str:
+    """The warning about ``video_ids``, shorter than `short_input_limit`, among ``total`` videos."""
+    return (
+        f"{len(video_ids)} of {total} videos have fewer than {short_input_limit(processor)} feature steps, "
+        f"a window holds {processor.window_size or processor.resize_length}: {shown(video_ids)}"
+    )
+
+
 def shown(names: Sequence[str], count: int = 5) -> str:
     """The first ``count`` names and how many more, for one-line messages."""
     more = f" and {len(names) - count} more" if len(names) > count else ""
@@ -67,4 +85,13 @@ def raise_all(problems: Sequence[Exception], total: int) -> None:
     raise FeatureError(f"{len(problems)} of {total} videos cannot be used:\n{lines}")
 
 
-__all__ = ["SPAN_LIMIT", "SPAN_TOLERANCE", "check_feature_span", "check_positive", "raise_all", "shown"]
+__all__ = [
+    "SPAN_LIMIT",
+    "SPAN_TOLERANCE",
+    "check_feature_span",
+    "check_positive",
+    "raise_all",
+    "short_input_limit",
+    "short_videos_message",
+    "shown",
+]

@@ -27,7 +27,15 @@ import datasets
 import numpy as np
 
 from .annotations import VideoAnnotation, label_names
-from .checks import SHORT_INPUT_FRACTION, SPAN_TOLERANCE, check_feature_span, check_positive, raise_all, shown
+from .checks import (
+    SPAN_TOLERANCE,
+    check_feature_span,
+    check_positive,
+    raise_all,
+    short_input_limit,
+    short_videos_message,
+    shown,
+)
 from .features import FeatureError, FeatureFolder, check_finite
 from .windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
 
@@ -122,7 +130,7 @@ def build_dataset(
         except ValueError as error:
             problems.append(error)
             continue
-        if num_steps < _input_length(processor) // SHORT_INPUT_FRACTION:
+        if num_steps < short_input_limit(processor):
             short.append(video_id)
         positions = seconds_to_position(video.segments, rate, time_offset)
         duration = video.duration if video.duration is not None else time_offset + num_steps / rate
@@ -146,12 +154,7 @@ def build_dataset(
             stacklevel=2,
         )
     if short:
-        length = _input_length(processor)
-        warnings.warn(
-            f"{len(short)} of {len(annotations)} videos have fewer than {length // SHORT_INPUT_FRACTION} feature "
-            f"steps, a window holds {length}: {shown(short)}",
-            stacklevel=2,
-        )
+        warnings.warn(short_videos_message(short, len(annotations), processor), stacklevel=2)
 
     schema = datasets.Features(
         video_id=datasets.Value("string"),
@@ -255,10 +258,6 @@ def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int
             f"video {video_id!r}: features have {shape[1]} channels, expected {feature_dim} ({source}){hint}"
         )
     return shape
-
-
-def _input_length(processor: SelfDetrProcessor) -> int:
-    return processor.window_size or processor.resize_length
 
 
 def _video_timing(
