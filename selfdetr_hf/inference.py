@@ -24,7 +24,7 @@ def read_features(
     features = {}
     for video_id in video_ids:
         array, source = open_features(folder, video_id)
-        features[video_id] = check_video_features(array, video_id, source, feature_dim)
+        features[video_id] = np.array(check_video_features(array, video_id, source, feature_dim))  # not a memmap
     return features
 
 
