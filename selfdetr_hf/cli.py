@@ -8,15 +8,14 @@ traceback, and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
 
+from .command_options import add_feature_arguments, add_threads_argument, positive_int, selected_features, set_threads
 from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
 from .features.commands import add_extract_arguments, add_extraction_arguments, run_extract
 from .training.commands import add_data_arguments, add_demo_arguments, add_train_arguments, run_demo, run_train
@@ -24,15 +23,15 @@ from .training.commands import add_data_arguments, add_demo_arguments, add_train
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR_OR_NAME", help="a saved model (with its processor)")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default: 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass (default: 16)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def _load_model(args: argparse.Namespace):
-    from . import SelfDetrForActionDetection
+    from .model_loading import load_model
     from .processing_self_detr import SelfDetrProcessor
 
-    model = SelfDetrForActionDetection.from_pretrained(args.model).to(args.device).eval()
+    model = load_model(args.model, device=args.device)
     try:
         processor = SelfDetrProcessor.from_pretrained(args.model)
     except OSError:
@@ -47,18 +46,13 @@ def _load_model(args: argparse.Namespace):
 
 def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--features", metavar="FILE_OR_DIR", help="one feature file or a folder")
-    source.add_argument(
-        "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
-    )
+    add_feature_arguments(parser)
     parser.add_argument(
-        "--feature-fps", type=float, help="feature steps per second (default: from extract-features' metadata)"
+        "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
     )
     parser.add_argument(
         "--time-offset", type=float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
     )
-    parser.add_argument("--feature-layout", choices=("TC", "CT"), default="TC", help="array layout (default: TC)")
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
     extraction = add_extraction_arguments(parser, "feature extraction (with --videos; clips batched by --batch-size)")
@@ -66,51 +60,67 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    """Detections in seconds for one feature file, every file of a folder, or videos.
+    """Detections in seconds for one feature file, every file of a folder, or videos,
+    written video by video.
 
     Features from `extract-features` (and those of ``--videos``) are timed by their metadata;
-    others need ``--feature-fps``.
+    others need ``--feature-fps``. A video that cannot be used is reported by name at the
+    end (exit status 2), the others are written; ``--strict`` stops at the first one.
     """
-    from .evaluation import submission_entries, write_submission
-    from .features.pipeline import detect_extracted, detect_videos
-    from .inference import as_submission, detect, read_features
+    from .data.checks import short_videos_message
+    from .detection_files import DetectionWriter
+    from .features.pipeline import detect_videos, extraction_timing
+    from .inference import DetectionReport, VideoTiming, as_submission, iter_detections
 
+    if bool(args.features) == bool(args.videos):
+        raise ValueError("give --features or --videos (one of them)")
+    if args.time_offset < 0:
+        raise ValueError(f"--time-offset must be >= 0; got {args.time_offset}")
+    writer = DetectionWriter(args.output)
+    model, processor = _load_model(args)
+    report = DetectionReport(strict=args.strict)
     if args.videos:
-        model, processor = _load_model(args)
         found = detect_videos(
             model, processor, args.videos, feature_dir=args.feature_dir, backbone=args.backbone,
             clip_len=args.clip_len, stride=args.stride, batch_size=args.batch_size, dtype=args.dtype,
             on_error="error" if args.strict else "skip",
-        )  # fmt: skip
-    elif args.feature_fps is None:
-        model, processor = _load_model(args)
-        found = detect_extracted(model, processor, args.features, batch_size=args.batch_size)
+        ).items()  # fmt: skip
+        total = None
     else:
-        features = read_features(args.features, layout=args.feature_layout)
-        model, processor = _load_model(args)
-        found = detect(
-            model, processor, features, feature_fps=args.feature_fps, time_offset=args.time_offset,
-            batch_size=args.batch_size,
-        )  # fmt: skip
-    detections = as_submission(found)
-    output = Path(args.output)
-    if output.suffix.lower() == ".csv":
-        with output.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["video", "start", "end", "label", "score"])
-            for video, entries in submission_entries(detections).items():
-                for entry in entries:
-                    writer.writerow([video, *entry["segment"], entry["label"], entry["score"]])
-    else:
-        write_submission(output, detections)
-    count = sum(len(found["scores"]) for found in detections.values())
-    print(f"{count} detections in {len(detections)} video(s) -> {output}")
-    if args.plot:
+        folder, video_ids = selected_features(args)
+        if args.feature_fps is not None:
+            timing = VideoTiming(args.feature_fps, args.time_offset)
+        elif len(folder.folders) > 1:
+            raise ValueError("give --feature-fps with several feature folders")
+        else:
+            timing = extraction_timing(folder.folders[0])
+        found = iter_detections(model, processor, folder, video_ids, timing, batch_size=args.batch_size, report=report)
+        total = len(video_ids)
+    first = None
+    with writer.open():
+        for video_id, detections in found:
+            submission = as_submission({video_id: detections})[video_id]
+            writer.write(video_id, submission)
+            if first is None:
+                first = (video_id, submission)
+    print(f"{writer.detections} detections in {writer.videos} video(s) -> {writer.output}")
+    if args.plot and first is not None:
         from .evaluation.plots import plot_detection_timeline
 
-        video, found = next(iter(detections.items()))
         empty = {"segments": np.zeros((0, 2)), "labels": []}
-        print(f"timeline plot: {plot_detection_timeline(empty, found, args.plot, title=video)}")
+        print(f"timeline plot: {plot_detection_timeline(empty, first[1], args.plot, title=first[0])}")
+    if report.short_videos:
+        warning = short_videos_message(report.short_videos, total, processor)
+        print(f"selfdetr detect: warning: {warning}", file=sys.stderr)
+    if report.failures:
+        for message in report.failures.values():
+            print(f"selfdetr detect: error: {message}", file=sys.stderr)
+        print(
+            f"selfdetr detect: error: {len(report.failures)} of {total} videos could not be used (listed above); "
+            f"the other {writer.videos} are in {writer.output}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -127,12 +137,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
     from .data import window_metadata
+    from .detection_files import check_output_folder
     from .evaluation import evaluate_detections, write_submission
     from .evaluation.commands import parse_tiou_thresholds
     from .inference import as_submission
     from .training.accelerate_loop import predict_windows
     from .training.commands import EVERY_SUBSET, load_data
 
+    output_dir = check_output_folder(args.output_dir)
     model, processor = _load_model(args)
     data = load_data(
         args, processor, train_subset=None, eval_subset=args.subset or EVERY_SUBSET,
@@ -145,7 +157,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         )
     )
     result = evaluate_detections(data.eval_annotations, detections, parse_tiou_thresholds(args.tiou))
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_submission(output_dir / "submission.json", detections)
     (output_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
@@ -276,13 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfdetr", description="Self-DETR temporal action detection")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(subparser)
+        add_threads_argument(subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = COMMANDS[args.command][2]
+    set_threads(args.threads)
     try:
         return run(args)
     except (ValueError, OSError) as error:

@@ -2,47 +2,164 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .data import FeatureFolder, check_finite, load_feature_file
-from .data.dataset import FeatureSource, open_features
+from .data import FeatureFolder, check_finite
+from .data.checks import check_positive, short_input_limit
+from .data.dataset import FeatureSource, check_feature_shape, open_features
 from .processing_self_detr import SelfDetrProcessor
 
 
 def read_features(
-    path: str | Path, *, layout: str = "TC", key: str | None = None, feature_dim: int | None = None
+    folder: FeatureFolder, video_ids: Sequence[str], *, feature_dim: int | None = None
 ) -> dict[str, np.ndarray]:
-    """``{video_id: (T, C) float32}`` from one feature file or a folder of them.
-
-    The video id is the file name without its extension. Every file is checked (readable,
-    2-D, non-empty, finite, ``C == feature_dim`` when given); a bad one is an error naming it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".npy", ".npz", ".pt"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no .npy, .npz or .pt feature files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"{path}: no such feature file or folder")
+    """``{video_id: (T, C) float32}`` of ``video_ids`` in memory, each checked
+    (`check_video_features`); a bad one is an error naming its file."""
     features = {}
-    for file in files:
-        array = np.asarray(load_feature_file(file, layout=layout, key=key), dtype=np.float32)
-        if array.ndim != 2 or len(array) == 0:
-            raise ValueError(f"{file}: features must be a non-empty (T, C) array; got shape {array.shape}")
-        if feature_dim is not None and array.shape[1] != feature_dim:
-            raise ValueError(f"{file}: {array.shape[1]} channels, the model expects {feature_dim}")
-        features[file.stem] = check_finite(array, file.stem, str(file))
+    for video_id in video_ids:
+        array, source = open_features(folder, video_id)
+        features[video_id] = np.array(check_video_features(array, video_id, source, feature_dim))  # not a memmap
     return features
 
 
+def feature_files(path: str | Path, folder: FeatureFolder) -> tuple[FeatureFolder, list[str]]:
+    """The folder and video ids behind ``path``: one feature file, or every video of ``folder``.
+
+    ``path`` is a file (its folder, extension and video id are used with ``folder``'s
+    other settings) or ``folder``'s first folder.
+
+    Raises:
+        FileNotFoundError: no such file or folder, or a folder without feature files.
+    """
+    path = Path(path)
+    if path.is_file():
+        name = path.stem
+        if not (name.startswith(folder.prefix) and name.endswith(folder.suffix)):
+            raise ValueError(
+                f"{path}: the file name does not start with {folder.prefix!r} and end with {folder.suffix!r}"
+            )
+        single = dataclasses.replace(folder, folders=path.parent, extension=path.suffix)
+        return single, [name[len(folder.prefix) : len(name) - len(folder.suffix)]]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such feature file or folder")
+    return folder, folder.video_ids()
+
+
+def check_video_features(array: Any, video_id: str, source: str, feature_dim: int | None) -> np.ndarray:
+    """``(T, C)`` float32 features read into memory and checked: `check_feature_shape`, then finite.
+
+    Raises:
+        FeatureError: naming the video and ``source`` (its file).
+    """
+    check_feature_shape(array, video_id, source, feature_dim)
+    return check_finite(np.asarray(array, dtype=np.float32), video_id, source)
+
+
+@dataclasses.dataclass
+class DetectionReport:
+    """What `iter_detections` met besides detections.
+
+    Attributes:
+        strict: raise at the first video that cannot be used instead of recording it.
+        failures: ``{video_id: message}`` of the videos that could not be used.
+        short_videos: ids of the videos with fewer steps than `short_input_limit`.
+    """
+
+    strict: bool = False
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    short_videos: list[str] = dataclasses.field(default_factory=list)
+
+
+class VideoTiming(NamedTuple):
+    """How a video's feature steps map to seconds."""
+
+    feature_fps: float
+    time_offset: float = 0.0
+    duration: float | None = None
+    """Video length in seconds; None: the span of the features."""
+
+
 @torch.no_grad()
+def detect_video(
+    model: torch.nn.Module, processor: SelfDetrProcessor, features: np.ndarray, video_id: str, timing: VideoTiming,
+    *, batch_size: int = 16,
+) -> dict[str, Any]:  # fmt: skip
+    """Detections of one video's checked ``(T, C)`` features, in seconds (only its windows are held).
+
+    Returns:
+        ``{"video_id", "segments", "scores", "labels", "label_names"}`` as
+        `SelfDetrProcessor.post_process_action_detection` returns for one video.
+    """
+    check_positive(feature_fps=timing.feature_fps, batch_size=batch_size)
+    model.eval()
+    device = next(model.parameters()).device
+    durations = None if timing.duration is None else [timing.duration]
+    inputs = processor(
+        features, feature_fps=timing.feature_fps, time_offset=timing.time_offset, durations=durations,
+        video_ids=[video_id], return_tensors="pt",
+    )  # fmt: skip
+    logits, segments = [], []
+    for start in range(0, len(inputs["input_features"]), batch_size):
+        outputs = model(
+            input_features=inputs["input_features"][start : start + batch_size].to(device),
+            attention_mask=inputs["attention_mask"][start : start + batch_size].to(device),
+        )
+        logits.append(outputs.logits.float().cpu())
+        segments.append(outputs.pred_segments.float().cpu())
+    predictions = {"logits": torch.cat(logits), "pred_segments": torch.cat(segments)}
+    found = processor.post_process_action_detection(predictions, inputs["window_metadata"], id2label=model.config.id2label)
+    return found[0]
+
+
+def iter_detections(
+    model: torch.nn.Module,
+    processor: SelfDetrProcessor,
+    features: FeatureSource,
+    video_ids: Iterable[str],
+    timing: VideoTiming | Callable[[str], VideoTiming],
+    *,
+    batch_size: int = 16,
+    report: DetectionReport | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Detections video by video: each video is read, checked and detected, then dropped.
+
+    Args:
+        model / processor / batch_size: as `detect`.
+        features: a `FeatureFolder` or ``{video_id: (T, C) array-like}``.
+        video_ids: which videos, in order.
+        timing: one `VideoTiming` for every video, or a function of the video id giving it
+            (it may raise an error naming the video).
+        report: when given, videos much shorter than a window are listed in it, and (unless
+            ``report.strict``) a video that cannot be used (unreadable, wrong shape, NaN, no
+            timing) is recorded in ``report.failures`` and skipped; else its error is raised.
+
+    Yields:
+        ``(video_id, detections)`` as `detect_video` returns.
+    """
+    for video_id in video_ids:
+        try:
+            array, source = open_features(features, video_id)
+            array = check_video_features(array, video_id, source, model.config.feature_dim)
+            if report is not None and len(array) < short_input_limit(processor):
+                report.short_videos.append(video_id)
+            found = detect_video(
+                model, processor, array, video_id, timing(video_id) if callable(timing) else timing,
+                batch_size=batch_size,
+            )  # fmt: skip
+        except (ValueError, OSError) as error:
+            if report is None or report.strict:
+                raise
+            report.failures[video_id] = str(error)
+            continue
+        yield video_id, found
+
+
 def detect(
     model: torch.nn.Module,
     processor: SelfDetrProcessor,
@@ -60,8 +177,8 @@ def detect(
         model: a `SelfDetrForActionDetection` (put in eval mode here).
         processor: its windowing and post-processing settings.
         features: ``{video_id: (T, C)}`` arrays, or a `FeatureFolder`.
-        feature_fps: feature steps per second, one value or one per video.
-        video_ids: which videos (default: every key of ``features``).
+        feature_fps: feature steps per second (positive), one value or one per video.
+        video_ids: which videos (default: every key of ``features``, every video of a `FeatureFolder`).
         time_offset: seconds of feature position 0 (half a clip for clip features).
         durations: video lengths in seconds (default: the span of the features).
         batch_size: windows per forward pass.
@@ -69,40 +186,18 @@ def detect(
     Returns:
         ``{video_id: {"segments", "scores", "labels", "label_names"}}`` as
         `SelfDetrProcessor.post_process_action_detection(..., by_video=True)` returns.
+
+    Raises:
+        FeatureError: the first video that cannot be used, naming it and its file.
     """
     if video_ids is None:
-        if isinstance(features, FeatureFolder):
-            raise ValueError("detect: give video_ids with a FeatureFolder")
-        video_ids = list(features)
-    model.eval()
-    device = next(model.parameters()).device
-    windows, metadata = [], []
-    for video_id in video_ids:
-        array, source = open_features(features, video_id)
-        array = check_finite(np.asarray(array, dtype=np.float32), video_id, source)
-        if array.ndim != 2 or array.shape[1] != model.config.feature_dim:
-            raise ValueError(
-                f"video {video_id!r} ({source}): features of shape {array.shape}, the model expects "
-                f"(T, {model.config.feature_dim})"
-            )
+        video_ids = features.video_ids() if isinstance(features, FeatureFolder) else list(features)
+
+    def timing(video_id: str) -> VideoTiming:
         fps = feature_fps[video_id] if isinstance(feature_fps, Mapping) else feature_fps
-        duration = None if durations is None else [durations[video_id]]
-        inputs = processor(
-            array, feature_fps=fps, time_offset=time_offset, durations=duration, video_ids=[video_id], return_tensors="pt"
-        )
-        windows.extend(zip(inputs["input_features"], inputs["attention_mask"]))
-        metadata.extend(inputs["window_metadata"])
-    logits, segments = [], []
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start : start + batch_size]
-        outputs = model(
-            input_features=torch.stack([w for w, _ in chunk]).to(device),
-            attention_mask=torch.stack([m for _, m in chunk]).to(device),
-        )
-        logits.append(outputs.logits.float().cpu())
-        segments.append(outputs.pred_segments.float().cpu())
-    predictions = {"logits": torch.cat(logits), "pred_segments": torch.cat(segments)}
-    return processor.post_process_action_detection(predictions, metadata, id2label=model.config.id2label, by_video=True)
+        return VideoTiming(fps, time_offset, None if durations is None else durations[video_id])
+
+    return dict(iter_detections(model, processor, features, video_ids, timing, batch_size=batch_size))
 
 
 def as_submission(detections: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

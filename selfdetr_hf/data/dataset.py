@@ -27,6 +27,15 @@ import datasets
 import numpy as np
 
 from .annotations import VideoAnnotation, label_names
+from .checks import (
+    SPAN_TOLERANCE,
+    check_feature_span,
+    check_positive,
+    raise_all,
+    short_input_limit,
+    short_videos_message,
+    shown,
+)
 from .features import FeatureError, FeatureFolder, check_finite
 from .windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
 
@@ -71,14 +80,24 @@ def build_dataset(
         missing_features: ``error`` (default) or ``skip`` videos without features, with one
             warning that counts them.
 
+    Every feature file is read once here and checked (shape, channels, finite values,
+    the span against the annotated duration), so a bad file surfaces before any training
+    step; every problem found is reported together. Features that span more than 5% more
+    or less than a video's annotated duration get a warning, more than a factor 2 an error
+    naming the feature rate that would fit; videos much shorter than a window get a warning.
+
     Raises:
-        FileNotFoundError: a video has no feature file (``missing_features="error"``).
-        ValueError: unreadable features, wrong channel count, zero-length features, an
-            unknown label, or no timing for a video; the message names the video and the
-            file or field.
+        FeatureError: naming every video that cannot be used and why: a missing feature file
+            (``missing_features="error"``), unreadable features, wrong channel count,
+            zero-length features, NaN/Inf (at a step of the whole video), an unknown label,
+            no timing, or features whose span does not fit the duration.
+        ValueError: a non-positive ``feature_fps`` / ``feature_stride``.
     """
     if feature_fps is not None and feature_stride is not None:
         raise ValueError("give feature_fps or feature_stride (with clip_frames), not both")
+    check_positive(feature_fps=feature_fps, feature_stride=feature_stride)
+    if clip_frames < 0:
+        raise ValueError(f"clip_frames must be >= 0; got {clip_frames}")
     if missing_features not in ("error", "skip"):
         raise ValueError(f"missing_features must be 'error' or 'skip'; got {missing_features!r}")
     if label_names is None:
@@ -86,19 +105,33 @@ def build_dataset(
     label_ids = {name: index for index, name in enumerate(label_names)}
 
     rows: dict[str, list] = {key: [] for key in (*WINDOW_METADATA_KEYS, "class_labels", "segments")}
-    skipped = []
-    channels = feature_dim  # unless given, the first video fixes the channel count
+    skipped, problems, off_span, short = [], [], [], []
+    channels = feature_dim  # unless given, the first usable video fixes the channel count
     for video_id, video in annotations.items():
         try:
             array, source = open_features(features, video_id)
-        except FileNotFoundError:
+            num_steps, channels = check_feature_shape(array, video_id, source, channels)
+            check_finite(np.asarray(array), video_id, source)  # every value, once, before any step
+            rate, time_offset = _video_timing(video, video_id, num_steps, feature_fps, feature_stride, clip_frames)
+            timed = feature_fps is not None or feature_stride is not None  # else the span is the duration
+            if (
+                timed
+                and video.duration
+                and check_feature_span(video_id, source, num_steps, rate, time_offset, video.duration)
+            ):
+                off_span.append(video_id)
+            labels = _label_ids(video, video_id, label_ids, class_agnostic)
+        except FileNotFoundError as error:
             if missing_features == "error":
-                raise
-            skipped.append(video_id)
+                problems.append(error)
+            else:
+                skipped.append(video_id)
             continue
-        num_steps, channels = _check_shape(array, video_id, source, channels)
-        rate, time_offset = _video_timing(video, video_id, num_steps, feature_fps, feature_stride, clip_frames)
-        labels = _label_ids(video, video_id, label_ids, class_agnostic)
+        except ValueError as error:
+            problems.append(error)
+            continue
+        if num_steps < short_input_limit(processor):
+            short.append(video_id)
         positions = seconds_to_position(video.segments, rate, time_offset)
         duration = video.duration if video.duration is not None else time_offset + num_steps / rate
         for offset, length in processor.windows(num_steps, training=training):
@@ -108,9 +141,20 @@ def build_dataset(
             values = (video_id, int(offset), int(length), rate, time_offset, float(duration), classes, segments)
             for key, value in zip(rows, values):
                 rows[key].append(value)
+    if problems:
+        raise_all(problems, len(annotations))
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"skipped {len(skipped)} of {len(annotations)} videos without features: {shown}", stacklevel=2)
+        warnings.warn(
+            f"skipped {len(skipped)} of {len(annotations)} videos without features: {shown(skipped)}", stacklevel=2
+        )
+    if off_span:
+        warnings.warn(
+            f"{len(off_span)} of {len(annotations)} videos: features span more than {SPAN_TOLERANCE:.0%} more or "
+            f"less than the annotated duration (check the feature timing): {shown(off_span)}",
+            stacklevel=2,
+        )
+    if short:
+        warnings.warn(short_videos_message(short, len(annotations), processor), stacklevel=2)
 
     schema = datasets.Features(
         video_id=datasets.Value("string"),
@@ -162,23 +206,22 @@ class WindowFeatureLoader:
         self.features = features
         self.processor = processor
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[Any, str]] = OrderedDict()
+        self._cache: OrderedDict[str, Any] = OrderedDict()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         inputs, masks = [], []
         for video_id, offset, length in zip(*(batch[key] for key in self.columns)):
-            array, source = self._open(video_id)
+            array = self._open(video_id)
             window, mask = self.processor.window_inputs(array, offset, length)
-            check_finite(window, video_id, source)
             inputs.append(window)
             masks.append(mask)
         return {**batch, "input_features": inputs, "attention_mask": masks}
 
-    def _open(self, video_id: str) -> tuple[Any, str]:
+    def _open(self, video_id: str) -> Any:
         if video_id in self._cache:
             self._cache.move_to_end(video_id)
         else:
-            self._cache[video_id] = open_features(self.features, video_id)
+            self._cache[video_id] = open_features(self.features, video_id)[0]
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return self._cache[video_id]
@@ -197,7 +240,13 @@ def _annotation_label_names(annotations: Mapping[str, VideoAnnotation]) -> list[
     return names
 
 
-def _check_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
+def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
+    """``(T, C)`` of a video's array-like features, checked without reading them: 2-D,
+    ``T > 0``, ``C == feature_dim`` when given.
+
+    Raises:
+        FeatureError: naming the video and ``source`` (its file).
+    """
     shape = tuple(getattr(array, "shape", ()))
     if len(shape) != 2:
         raise FeatureError(f"video {video_id!r}: features must be (time, channels); got shape {shape} ({source})")
@@ -225,6 +274,8 @@ def _video_timing(
     if feature_stride is not None:
         if not video.fps:
             raise ValueError(f"video {video_id!r}: field fps is missing; feature_stride needs it (or give feature_fps)")
+        if video.fps < 0:
+            raise ValueError(f"video {video_id!r}: field fps is {video.fps}; it must be positive")
         return video.fps / feature_stride, 0.5 * clip_frames / video.fps
     span = video.feature_duration or video.duration
     if not span:
@@ -245,4 +296,11 @@ def _label_ids(video: VideoAnnotation, video_id: str, label_ids: Mapping[str, in
     return np.array([label_ids[label] for label in video.labels], dtype=np.int64)
 
 
-__all__ = ["FeatureSource", "WindowFeatureLoader", "build_dataset", "open_features", "window_metadata"]
+__all__ = [
+    "FeatureSource",
+    "WindowFeatureLoader",
+    "build_dataset",
+    "check_feature_shape",
+    "open_features",
+    "window_metadata",
+]

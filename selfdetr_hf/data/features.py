@@ -108,15 +108,18 @@ class FeatureFolder:
     """Where and how the feature files of a dataset are stored.
 
     The file of video ``vid`` in folder ``f`` is ``f / (prefix + vid + suffix + extension)``.
-    With several folders the per-folder arrays are concatenated along channels, each
-    linearly resampled to the longest one's length when their lengths differ.
+    With several folders the per-folder arrays are concatenated along channels; their
+    lengths must agree unless ``resample=True``, which linearly resamples each to the
+    longest one's length.
 
     Args:
         folders: one folder, or several whose features are concatenated (in this order).
         prefix / suffix: text around the video id in the file name.
-        extension: ``.npy``, ``.npz`` or ``.pt``; None takes the first of these that exists.
+        extension: ``.npy``, ``.npz`` or ``.pt``; None takes the one file that exists (two
+            files of one video with different extensions are an error).
         layout: ``TC`` (time, channels) or ``CT``.
         key: array name inside ``.npz`` / ``.pt`` files (default ``feats`` or the only one).
+        resample: resample folders of different lengths to the longest instead of refusing.
     """
 
     folders: str | Path | Sequence[str | Path]
@@ -125,6 +128,7 @@ class FeatureFolder:
     extension: str | None = None
     layout: Literal["TC", "CT"] = "TC"
     key: str | None = None
+    resample: bool = False
 
     def __post_init__(self) -> None:
         folders = (self.folders,) if isinstance(self.folders, (str, Path)) else tuple(self.folders)
@@ -136,33 +140,78 @@ class FeatureFolder:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
         object.__setattr__(self, "folders", tuple(Path(folder) for folder in folders))
 
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The extensions looked for."""
+        return (self.extension,) if self.extension else EXTENSIONS
+
+    def video_ids(self) -> list[str]:
+        """Sorted ids of every video with a feature file in the first folder.
+
+        Raises:
+            FileNotFoundError: the folder does not exist or holds no matching file.
+        """
+        folder = self.folders[0]
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such feature folder")
+        ids = set()
+        for path in folder.iterdir():
+            name = path.name[: -len(path.suffix)] if path.suffix else path.name
+            matches = name.startswith(self.prefix) and name.endswith(self.suffix)
+            if path.suffix.lower() in self.extensions and matches and len(name) > len(self.prefix + self.suffix):
+                ids.add(name[len(self.prefix) : len(name) - len(self.suffix)])
+        if not ids:
+            pattern = f"{self.prefix}<video_id>{self.suffix}"
+            raise FileNotFoundError(f"{folder}: no feature files {pattern} with extension {', '.join(self.extensions)}")
+        return sorted(ids)
+
     def paths(self, video_id: str) -> list[Path]:
         """The feature file of ``video_id`` in every folder.
 
         Raises:
             FileNotFoundError: naming the video and the path(s) tried in the first folder
                 that lacks it.
+            FeatureError: several files of the video in one folder (e.g. ``v.npy`` and
+                ``v.pt``) and no ``extension`` to choose between them.
         """
         stem = f"{self.prefix}{video_id}{self.suffix}"
-        extensions = (self.extension,) if self.extension else EXTENSIONS
         paths = []
         for folder in self.folders:
-            found = [folder / (stem + extension) for extension in extensions if (folder / (stem + extension)).is_file()]
+            candidates = [folder / (stem + extension) for extension in self.extensions]
+            found = [path for path in candidates if path.is_file()]
             if not found:
-                tried = ", ".join(str(folder / (stem + extension)) for extension in extensions)
+                tried = ", ".join(str(path) for path in candidates)
                 raise FileNotFoundError(f"video {video_id!r}: feature file not found (tried {tried})")
+            if len(found) > 1:
+                raise FeatureError(
+                    f"video {video_id!r}: several feature files ({', '.join(map(str, found))}); "
+                    "keep one or choose the extension (--feature-extension)"
+                )
             paths.append(found[0])
         return paths
 
     def load(self, video_id: str) -> np.ndarray:
-        """``(T, C)`` features of ``video_id``; memory-mapped for a single ``.npy`` folder."""
+        """``(T, C)`` features of ``video_id``; memory-mapped for a single ``.npy`` folder.
+
+        Raises:
+            FeatureError: an unusable file, or folders of different lengths without
+                ``resample``; the message names the video and the files.
+        """
+        paths = self.paths(video_id)
         try:
-            arrays = [load_feature_file(path, layout=self.layout, key=self.key) for path in self.paths(video_id)]
+            arrays = [load_feature_file(path, layout=self.layout, key=self.key) for path in paths]
         except FeatureError as error:
             raise FeatureError(f"video {video_id!r}: {error}") from None
         if len(arrays) == 1:
             return arrays[0]
-        length = max(len(array) for array in arrays)
+        lengths = [len(array) for array in arrays]
+        if len(set(lengths)) > 1 and not self.resample:
+            found = ", ".join(f"{path} {array.shape}" for path, array in zip(paths, arrays))
+            raise FeatureError(
+                f"video {video_id!r}: feature folders of different lengths ({found}); check --feature-layout, "
+                "or resample them to the longest with resample=True (--resample-features)"
+            )
+        length = max(lengths)
         arrays = [array if len(array) == length else resize_features(np.asarray(array), length) for array in arrays]
         return np.concatenate(arrays, axis=1, dtype=np.float32)
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..command_options import add_feature_arguments
 from .detection_map import ACTIVITYNET_TIOU_THRESHOLDS, THUMOS14_TIOU_THRESHOLDS
 from .submission import SubmissionScore
 
@@ -89,9 +90,7 @@ def score_warnings(score: SubmissionScore, submission: str, subset: str | None) 
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="model saved with save_pretrained")
-    parser.add_argument(
-        "--features", required=True, metavar="FILE_OR_DIR", help=".npy (T, C) file or a directory of them"
-    )
+    add_feature_arguments(parser, required=True)
     parser.add_argument("--compare-model", metavar="DIR2", help="a second model, e.g. trained without self-feedback")
     parser.add_argument("--output-dir", required=True, metavar="OUT", help="where diversity.json and the PNGs go")
     parser.add_argument("--window-size", type=int, default=128, metavar="N", help="steps per window (default: 128)")
@@ -102,17 +101,20 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_diagnose(args: argparse.Namespace) -> int:
     """Attention diversity per layer (JSON) and attention, diversity and timeline plots (PNG)."""
+    from ..command_options import selected_features
     from .diagnostics import diagnose
 
+    folder, video_ids = selected_features(args)
     report = diagnose(
         args.model,
-        args.features,
+        folder,
         args.output_dir,
         compare_model_dir=args.compare_model,
         window_size=args.window_size,
         annotations=args.annotations,
         predictions=args.predictions,
         video=args.video,
+        video_ids=video_ids,
     )
     print(f"attention diversity (Eq. 10), mean over {len(report['videos'])} video(s), layer by layer")
     for key, model in report["models"].items():

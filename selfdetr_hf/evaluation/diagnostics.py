@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference import read_features
+from ..data import FeatureFolder
+from ..inference import feature_files, read_features
 from .diversity import LayerDiversity, attention_diversity, summarize_layer_diversity
 
 ATTENTION_KINDS = ("encoder", "decoder", "cross")
@@ -122,7 +123,7 @@ def _feedback_description(config: Any) -> str:
 
 def diagnose(
     model_dir: str | Path,
-    features: str | Path,
+    features: str | Path | FeatureFolder,
     output_dir: str | Path,
     *,
     compare_model_dir: str | Path | None = None,
@@ -130,6 +131,7 @@ def diagnose(
     annotations: str | Path | None = None,
     predictions: str | Path | None = None,
     video: str | None = None,
+    video_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Measure and plot attention collapse of one model, or two side by side.
 
@@ -146,15 +148,17 @@ def diagnose(
 
     Args:
         model_dir: a `SelfDetrForActionDetection` saved with ``save_pretrained``.
-        features: a ``.npy`` ``(T, C)`` file or a directory of them (one per video).
+        features: a ``(T, C)`` feature file, a folder of them (one per video), or a
+            `FeatureFolder` (every video of it).
         output_dir: created if needed.
         compare_model_dir: a second model, typically trained without self-feedback.
         window_size: steps per window.
         annotations: an annotation file `selfdetr_hf.data.load_annotations` reads.
         predictions: an ActivityNet submission file.
         video: the video of the timeline.
+        video_ids: with a `FeatureFolder`, which of its videos (default: all).
     """
-    from .. import SelfDetrForActionDetection
+    from ..model_loading import load_model
     from .plots import plot_attention_maps, plot_detection_timeline, plot_layer_diversity
 
     if (annotations is None) != (predictions is None):
@@ -163,6 +167,10 @@ def diagnose(
         raise ValueError(f"window_size must be a positive integer, got {window_size}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(features, FeatureFolder):
+        folder, video_ids = features, list(video_ids or features.video_ids())
+    else:
+        folder, video_ids = feature_files(features, FeatureFolder(features))
     models = {"model": Path(model_dir)}
     if compare_model_dir is not None:
         models["compare_model"] = Path(compare_model_dir)
@@ -170,8 +178,8 @@ def diagnose(
     report: dict[str, Any] = {"window_size": window_size, "videos": None, "models": {}}
     legend: dict[str, dict[str, LayerDiversity]] = {}
     for key, directory in models.items():
-        model = SelfDetrForActionDetection.from_pretrained(directory)
-        videos = read_features(features, feature_dim=model.config.feature_dim)
+        model = load_model(directory)
+        videos = read_features(folder, video_ids, feature_dim=model.config.feature_dim)
         report["videos"] = list(videos)
         diversity = model_attention_diversity(model, videos, window_size)
         description = _feedback_description(model.config)

@@ -113,13 +113,40 @@ def complete_metadata(out_dir: str | Path, video_id: str) -> FeatureMetadata | N
     """The metadata of a complete output of ``video_id``, None when it is missing, unreadable
     or does not match its feature file's shape."""
     try:
-        metadata = read_metadata(metadata_path(out_dir, video_id))
-        features = np.load(features_path(out_dir, video_id), mmap_mode="r", allow_pickle=False)
+        return checked_metadata(out_dir, video_id)
     except (OSError, ValueError):
         return None
+
+
+def checked_metadata(out_dir: str | Path, video_id: str) -> FeatureMetadata:
+    """The metadata of ``video_id``'s features, checked against its feature file.
+
+    Raises:
+        FileNotFoundError: no ``<video_id>.json`` beside ``<video_id>.npy`` (or no ``.npy``).
+        ValueError: an unreadable JSON or feature file, or a JSON whose shape, dtype or
+            timing does not match; the message names the files.
+    """
+    json_path, npy_path = metadata_path(out_dir, video_id), features_path(out_dir, video_id)
+    if not json_path.is_file():
+        raise FileNotFoundError(
+            f"video {video_id!r}: no extraction metadata {json_path} beside its features to time them; "
+            "give their feature fps"
+        )
+    metadata = read_metadata(json_path)
+    try:
+        features = np.load(npy_path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"video {video_id!r}: {json_path} has no feature file {npy_path}") from None
+    except ValueError as error:
+        raise ValueError(f"video {video_id!r}: {npy_path}: unreadable or truncated feature file ({error})") from None
     if features.shape != (metadata.num_steps, metadata.feature_dim) or features.dtype != np.float32:
-        return None
+        raise ValueError(
+            f"video {video_id!r}: {npy_path} holds {features.dtype} {features.shape}, its metadata {json_path} "
+            f"states float32 {(metadata.num_steps, metadata.feature_dim)}"
+        )
+    if not (metadata.fps > 0 and metadata.stride > 0 and metadata.clip_len > 0):
+        raise ValueError(f"{json_path}: fps, stride and clip_len must be positive")
     return metadata
 
 
-__all__ = ["FeatureMetadata", "complete_metadata", "load_feature_metadata", "read_metadata"]
+__all__ = ["FeatureMetadata", "checked_metadata", "complete_metadata", "load_feature_metadata", "read_metadata"]

@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from ..inference import detect
+from ..data import FeatureFolder
+from ..inference import VideoTiming, feature_files, iter_detections
 from ..processing_self_detr import SelfDetrProcessor
 from .backbone import DEFAULT_BACKBONE, VideoBackbone
 from .extract import extract_features
-from .metadata import complete_metadata, features_path, load_feature_metadata
+from .metadata import checked_metadata
+
+
+def extraction_timing(folder: str | Path) -> Callable[[str], VideoTiming]:
+    """Each video's timing from the metadata beside its features in ``folder``
+    (`checked_metadata`: a missing or mismatching JSON is an error naming the files)."""
+
+    def timing(video_id: str) -> VideoTiming:
+        metadata = checked_metadata(folder, video_id)
+        return VideoTiming(metadata.feature_fps, metadata.time_offset, metadata.duration)
+
+    return timing
 
 
 def detect_extracted(
@@ -35,35 +46,20 @@ def detect_extracted(
         model: a `SelfDetrForActionDetection` whose ``feature_dim`` is the backbone's.
         processor: its windowing and post-processing settings.
         features: a feature folder, or one ``<video_id>.npy`` with its JSON beside it.
-        video_ids: which videos of the folder (default: every complete output).
+        video_ids: which videos of the folder (default: every ``.npy`` file).
         batch_size: windows per forward pass.
 
     Returns:
         ``{video_id: {"segments", "scores", "labels", "label_names"}}`` as `detect` returns.
 
     Raises:
-        FileNotFoundError: a video has no complete output (features with metadata).
+        FileNotFoundError: a video has no metadata beside its features (or no features).
+        ValueError: metadata that does not match its feature file, or unusable features.
     """
     path = Path(features)
-    folder = path if path.is_dir() else path.parent
-    if video_ids is None:
-        video_ids = list(load_feature_metadata(folder)) if path.is_dir() else [path.stem]
-    detections = {}
-    for video_id in video_ids:
-        metadata = complete_metadata(folder, video_id)
-        if metadata is None:
-            raise FileNotFoundError(
-                f"video {video_id!r}: no extraction metadata ({folder / video_id}.json with a matching .npy) "
-                "to time its features; give their feature fps"
-            )
-        array = np.load(features_path(folder, video_id), allow_pickle=False)
-        detections.update(
-            detect(
-                model, processor, {video_id: array}, feature_fps=metadata.feature_fps,
-                time_offset=metadata.time_offset, durations={video_id: metadata.duration}, batch_size=batch_size,
-            )
-        )  # fmt: skip
-    return detections
+    folder, found = feature_files(path, FeatureFolder(path if path.is_dir() else path.parent, extension=".npy"))
+    timing = extraction_timing(folder.folders[0])
+    return dict(iter_detections(model, processor, folder, video_ids or found, timing, batch_size=batch_size))
 
 
 def detect_videos(
@@ -118,4 +114,4 @@ def detect_videos(
         return detect_extracted(model, processor, feature_dir, video_ids=summary.completed, batch_size=batch_size)
 
 
-__all__ = ["detect_extracted", "detect_videos"]
+__all__ = ["detect_extracted", "detect_videos", "extraction_timing"]

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from ..data import FeatureFolder, build_dataset, load_annotations
+from ..command_options import add_feature_arguments, feature_folder, positive_float
+from ..data import build_dataset, load_annotations
 from ..data.synthetic import make_synthetic_videos
 from ..evaluation.commands import TIOU_PRESETS
 from ..evaluation.detection_map import map_table
@@ -34,21 +35,14 @@ PRESET_SUBSETS = {
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the annotations and features are, and how features map to seconds."""
+    add_feature_arguments(parser)
     group = parser.add_argument_group("data")
     group.add_argument("--annotations", metavar="FILE", help="annotation file (ActionFormer, ActivityNet or BSN style)")
     group.add_argument("--video-info", metavar="CSV", help="video-info CSV giving subsets of a BSN-style file")
     group.add_argument(
-        "--features", nargs="+", metavar="DIR", help="feature folder(s), one file per video; several are concatenated"
-    )
-    group.add_argument("--feature-prefix", default="", help="text before the video id in feature file names")
-    group.add_argument("--feature-suffix", default="", help="text after the video id in feature file names")
-    group.add_argument("--feature-layout", choices=("TC", "CT"), default="TC", help="array layout (default: TC)")
-    group.add_argument("--feature-key", help="array name inside .npz/.pt files (default: feats or the only one)")
-    timing = group.add_mutually_exclusive_group()
-    timing.add_argument("--feature-fps", type=float, help="feature steps per second")
-    timing.add_argument(
-        "--feature-stride", type=float, help="video frames per feature step (with each video's fps and --clip-frames)"
-    )
+        "--feature-stride", type=positive_float,
+        help="video frames per feature step (with each video's fps and --clip-frames; instead of --feature-fps)",
+    )  # fmt: skip
     group.add_argument("--clip-frames", type=float, default=0.0, help="frames per feature clip (default: 0)")
     group.add_argument(
         "--synthetic", action="store_true", help="use the built-in synthetic dataset instead of annotation files"
@@ -112,13 +106,7 @@ def load_data(
             raise ValueError("give --annotations and --features (or --synthetic)")
         annotations = load_annotations(args.annotations, video_info=args.video_info)
         ground_truth = load_annotations(args.annotations, video_info=args.video_info, invalid_segments="keep")
-        features = FeatureFolder(
-            args.features,
-            prefix=args.feature_prefix,
-            suffix=args.feature_suffix,
-            layout=args.feature_layout,
-            key=args.feature_key,
-        )
+        features = feature_folder(args)
         timing = {
             "feature_fps": args.feature_fps,
             "feature_stride": args.feature_stride,
@@ -212,13 +200,12 @@ def build_model(
     """A new model for the data, or a pretrained one with the data's label set (a new
     label set gets a freshly initialised class head; every other weight is kept)."""
     from .. import SelfDetrConfig, SelfDetrForActionDetection
+    from ..model_loading import load_model
 
     id2label = dict(enumerate(label_names))
     overrides = {"encoder_feedback": encoder_feedback, "decoder_feedback": decoder_feedback}
     if pretrained:
-        model = SelfDetrForActionDetection.from_pretrained(
-            pretrained, id2label=id2label, label2id=None, ignore_mismatched_sizes=True, **overrides
-        )
+        model = load_model(pretrained, id2label=id2label, label2id=None, ignore_mismatched_sizes=True, **overrides)
         if model.config.feature_dim != feature_dim:
             raise ValueError(
                 f"model {pretrained} expects {model.config.feature_dim}-d features, the data has {feature_dim}"

@@ -178,13 +178,53 @@ def test_channel_count_differing_between_videos_names_the_video(annotations, fea
         build(annotations, features)
 
 
-def test_nan_features_raise_on_access_naming_video_and_file(annotations, features, tmp_path):
-    features["a"][5, 1] = np.inf
+def test_nan_outside_every_training_window_is_found_before_training_at_its_video_step(annotations, features, tmp_path):
+    features["a"][440, 1] = np.inf  # after the last action: in no training window
     np.save(tmp_path / "a.npy", features["a"])
     np.save(tmp_path / "b.npy", features["b"])
-    dataset = build(annotations, FeatureFolder(tmp_path))
-    with pytest.raises(ValueError, match=r"video 'a': NaN or Inf .*a\.npy.*time step 5"):
-        dataset[0]
+    with pytest.raises(FeatureError, match=r"video 'a': NaN or Inf .*a\.npy.*time step 440"):
+        build(annotations, FeatureFolder(tmp_path))
+
+
+def test_every_unusable_video_is_reported_together(annotations, features, tmp_path):
+    annotations["c"] = video([[1.0, 2.0]], ["run"], duration=20.0)
+    annotations["d"] = video([[1.0, 2.0]], ["swim"], duration=20.0)
+    features["a"][3, 0] = np.nan
+    np.save(tmp_path / "a.npy", features["a"])
+    np.save(tmp_path / "b.npy", np.zeros((150, CHANNELS + 2), dtype=np.float32))
+    np.save(tmp_path / "d.npy", features["b"])
+    with pytest.raises(FeatureError) as error:
+        build(annotations, FeatureFolder(tmp_path), label_names=["jump", "run"])
+    lines = str(error.value).splitlines()
+    assert lines[0] == "4 of 4 videos cannot be used:"
+    assert "'a'" in lines[1] and "time step 3" in lines[1]
+    assert "'b'" in lines[2] and "6 channels" in lines[2]
+    assert "'c'" in lines[3] and "c.npy" in lines[3]
+    assert "'d'" in lines[4] and "'swim'" in lines[4]
+
+
+def test_a_feature_rate_off_by_more_than_twice_is_refused_with_the_rate_that_fits(annotations, features):
+    with pytest.raises(FeatureError, match=r"video 'a' .*450 feature steps at 30 steps/s span 15\.0 s.*"
+                       r"duration is 60\.0 s; a feature fps of 7\.5 would fit"):  # fmt: skip
+        build_dataset(annotations, features, SelfDetrProcessor.thumos14(), feature_fps=30.0)
+
+
+def test_a_feature_rate_off_by_more_than_five_percent_warns(annotations, features):
+    with pytest.warns(UserWarning, match=r"2 of 2 videos: features span more than 5% more or less"):
+        build_dataset(annotations, features, SelfDetrProcessor.thumos14(), feature_fps=7.0)
+
+
+@pytest.mark.parametrize("rate", [0.0, -7.5, float("nan")])
+def test_non_positive_feature_rates_are_refused(annotations, features, rate):
+    with pytest.raises(ValueError, match=r"feature_fps must be a positive number"):
+        build_dataset(annotations, features, SelfDetrProcessor.thumos14(), feature_fps=rate)
+
+
+def test_videos_much_shorter_than_a_window_warn(annotations, features):
+    annotations["b"] = video([[0.5, 1.5]], ["run"], duration=2.0)
+    features["b"] = features["b"][:15]
+    with pytest.warns(UserWarning, match=r"1 of 2 videos have fewer than 32 feature steps, a window holds 128: b"):
+        build(annotations, features)
 
 
 def test_zero_length_features_name_the_video(annotations, features):

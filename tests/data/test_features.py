@@ -59,14 +59,48 @@ def test_prefix_and_suffix_frame_the_video_id(tmp_path, features):
     assert folder.paths("vid") == [tmp_path / "i3d_vid_rgb.npy"]
 
 
-def test_several_folders_concatenate_channels_resampled_to_the_longest(tmp_path, features):
+def test_several_folders_concatenate_channels(tmp_path, features):
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "flow").mkdir()
+    save(tmp_path / "rgb" / "vid.npy", features)
+    save(tmp_path / "flow" / "vid.npy", -features)
+    loaded = FeatureFolder([tmp_path / "rgb", tmp_path / "flow"]).load("vid")
+    np.testing.assert_array_equal(loaded, np.concatenate([features, -features], axis=1))
+
+
+def test_folders_of_different_lengths_are_refused_naming_both_files(tmp_path, features):
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "flow").mkdir()
+    save(tmp_path / "rgb" / "vid.npy", features)
+    save(tmp_path / "flow" / "vid.npy", features.T.copy())  # channels first by mistake
+    with pytest.raises(FeatureError, match=r"different lengths .*rgb/vid\.npy \(20, 6\).*flow/vid\.npy \(6, 20\)"):
+        FeatureFolder([tmp_path / "rgb", tmp_path / "flow"]).load("vid")
+
+
+def test_resampling_between_folders_happens_only_when_asked(tmp_path, features):
     (tmp_path / "rgb").mkdir()
     (tmp_path / "flow").mkdir()
     save(tmp_path / "rgb" / "vid.npy", features)
     save(tmp_path / "flow" / "vid.npy", features[::2].copy())
-    loaded = FeatureFolder([tmp_path / "rgb", tmp_path / "flow"]).load("vid")
+    loaded = FeatureFolder([tmp_path / "rgb", tmp_path / "flow"], resample=True).load("vid")
     assert loaded.shape == (20, 12)
     np.testing.assert_array_equal(loaded[:, :6], features)
+
+
+def test_one_video_in_two_formats_is_ambiguous_unless_the_extension_is_given(tmp_path, features):
+    save(tmp_path / "vid.npy", features)
+    save(tmp_path / "vid.pt", features * 2)
+    with pytest.raises(FeatureError, match=r"several feature files .*vid\.npy.*vid\.pt"):
+        FeatureFolder(tmp_path).load("vid")
+    np.testing.assert_array_equal(FeatureFolder(tmp_path, extension=".pt").load("vid"), features * 2)
+
+
+def test_video_ids_are_the_matching_file_names_of_the_first_folder(tmp_path, features):
+    for name in ("i3d_a_rgb.npy", "i3d_b_rgb.pt", "i3d_c_flow.npy", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert FeatureFolder(tmp_path, prefix="i3d_", suffix="_rgb").video_ids() == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match=r"no feature files"):
+        FeatureFolder(tmp_path, prefix="x_").video_ids()
 
 
 def test_missing_feature_file_names_the_video_and_the_paths_tried(tmp_path):
