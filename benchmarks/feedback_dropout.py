@@ -18,24 +18,11 @@ import argparse
 import statistics
 
 import torch
+from train_step import BATCH, STEPS, make_batch  # benchmarks/ is the script's folder
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection
 
-BATCH, STEPS = 16, 128
 CHOICES = ("after_dropout", "before_dropout")
-
-
-def make_batch(config: SelfDetrConfig, generator: torch.Generator):
-    """Random features and 1-5 THUMOS14-like segments per window."""
-    features = torch.randn(BATCH, STEPS, config.feature_dim, generator=generator)
-    labels = []
-    for _ in range(BATCH):
-        count = int(torch.randint(1, 6, (1,), generator=generator))
-        centers = torch.rand(count, generator=generator) * 0.8 + 0.1
-        widths = torch.rand(count, generator=generator) * 0.15 + 0.02
-        classes = torch.randint(0, config.num_labels, (count,), generator=generator)
-        labels.append({"class_labels": classes, "segments": torch.stack((centers, widths), -1)})
-    return features, labels
 
 
 def feedback_terms(model: SelfDetrForActionDetection, features, labels, seed: int) -> tuple[float, float, float]:
