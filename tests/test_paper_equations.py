@@ -24,7 +24,16 @@ from slow_self_feedback import (
 )
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrProcessor
-from selfdetr_hf.data import VideoAnnotation, build_dataset, load_annotations, window_targets
+from selfdetr_hf.data import (
+    VideoAnnotation,
+    build_dataset,
+    load_annotations,
+    pad_window,
+    position_to_seconds,
+    resize_features,
+    seconds_to_position,
+    window_targets,
+)
 from selfdetr_hf.losses import SelfDetrLoss
 from selfdetr_hf.matcher import HungarianMatcher
 from selfdetr_hf.nms import nms, soft_nms
@@ -90,7 +99,7 @@ def test_encoder_guidance_map_is_eq3_written_out_with_padded_columns_removed(gen
 def test_matmul_aggregation_is_eq4_written_out(generator):
     encoder = sparse_attention(3, 2, 5, 5, generator=generator)  # (L_e, B, T, T)
     key_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    aggregated = aggregate_encoder_attention(encoder, "matmul", key_mask)
+    aggregated = aggregate_encoder_attention(encoder, key_mask=key_mask)  # matmul is the default (THUMOS)
     for sample in range(2):
         valid = key_mask[sample].bool().tolist()
         expected = slow_matmul_aggregation(encoder[:, sample], valid)
@@ -111,6 +120,9 @@ def test_kl_is_eq5_written_out_and_averaged_over_counted_rows(generator):
     assert self_feedback_kl(guidance, attention, row_mask).item() == pytest.approx(expected, rel=1e-9)
     everything = sum(slow_kl_row(guidance[b, i], attention[b, i]) for b in range(2) for i in range(3)) / 6
     assert self_feedback_kl(guidance, attention).item() == pytest.approx(everything, rel=1e-9)
+    one_row = torch.tensor([[0, 0, 1], [0, 0, 0]])
+    single = slow_kl_row(guidance[0, 2], attention[0, 2])
+    assert self_feedback_kl(guidance, attention, one_row).item() == pytest.approx(single, rel=1e-9)
 
 
 def test_decoder_feedback_pairs_every_layer_with_its_own_guidance(generator):
@@ -133,6 +145,14 @@ def test_decoder_feedback_last_and_average_pairings_written_out(generator):
     assert decoder_feedback_loss(self_maps, cross, "average").item() == pytest.approx(sum(average) / 12, rel=1e-9)
 
 
+def test_unknown_aggregation_or_pairing_is_refused_with_the_choices(generator):
+    maps = sparse_attention(2, 1, 3, 3, generator=generator)
+    with pytest.raises(ValueError, match=r"^mode must be one of 'matmul', 'average', 'last', got 'sum'$"):
+        aggregate_encoder_attention(maps, "sum")
+    with pytest.raises(ValueError, match=r"^pairing must be one of 'layer', 'last', 'average', got 'first'$"):
+        decoder_feedback_loss(maps, maps, "first")
+
+
 def test_encoder_feedback_is_eq6_over_valid_rows(generator):
     encoder = sparse_attention(2, 2, 5, 5, generator=generator)  # (L_e, B, T, T)
     cross = sparse_attention(3, 2, 4, 5, generator=generator)  # (L_d, B, Nq, T)
@@ -147,6 +167,9 @@ def test_encoder_feedback_is_eq6_over_valid_rows(generator):
         rows += [slow_kl_row(guidance[t], aggregated[t]) for t in range(5) if valid[t]]
     loss = encoder_feedback_loss(encoder, cross, "matmul", key_mask)
     assert loss.item() == pytest.approx(sum(rows) / len(rows), rel=1e-9)
+    # data-parallel training divides the row sum by the row count averaged over processes
+    shared = encoder_feedback_loss(encoder, cross, "matmul", key_mask, num_rows=2.5)
+    assert shared.item() == pytest.approx(sum(rows) / 2.5, rel=1e-9)
 
 
 # ------------------------------------------------------------------- segments and tIoU
@@ -353,6 +376,28 @@ def test_training_windows_keep_a_segment_exactly_75_percent_inside_with_the_pres
     assert first["exact"]["time_offset"] == 0 and first["exact"]["window_length"] == 128
     np.testing.assert_allclose(first["exact"]["segments"], [[15 / 128, 10 / 128], [116 / 128, 24 / 128]], rtol=1e-6)
     np.testing.assert_allclose(first["less"]["segments"], [[15 / 128, 10 / 128]], rtol=1e-6)
+
+
+def test_seconds_and_feature_positions_by_hand():
+    assert seconds_to_position(10.0, 7.5) == 75.0  # no offset by default
+    assert seconds_to_position(10.0, 7.5, 0.5) == 71.25
+    assert position_to_seconds(75.0, 7.5) == 10.0
+    assert position_to_seconds(71.25, 7.5, 0.5) == 10.0
+
+
+def test_resize_is_centre_aligned_linear_interpolation_by_hand():
+    features = np.array([[0.0], [1.0]], dtype=np.float32)
+    # output step i reads position (i + 0.5) * 2 / 4 - 0.5, clamped to [0, 1]
+    resized = resize_features(features, 4)
+    assert resized.dtype == np.float32
+    np.testing.assert_allclose(resized[:, 0], [0.0, 0.25, 0.75, 1.0])
+
+
+def test_last_window_is_zero_padded_with_a_mask_by_hand():
+    padded, mask = pad_window(np.array([[1.5, 2.0], [3.0, 4.0]]), 4)
+    assert (padded.dtype, mask.dtype) == (np.float32, np.int64)
+    np.testing.assert_array_equal(padded, [[1.5, 2.0], [3.0, 4.0], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(mask, [1, 1, 0, 0])
 
 
 def test_window_targets_coverage_boundary():
