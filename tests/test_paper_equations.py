@@ -32,12 +32,13 @@ from selfdetr_hf.data import (
     position_to_seconds,
     resize_features,
     seconds_to_position,
+    sliding_windows,
     window_targets,
 )
 from selfdetr_hf.losses import SelfDetrLoss
-from selfdetr_hf.matcher import HungarianMatcher
+from selfdetr_hf.matcher import HungarianMatcher, focal_matching_cost
 from selfdetr_hf.nms import nms, soft_nms
-from selfdetr_hf.segment_ops import paired_segment_iou, segment_cw_to_se, segment_iou
+from selfdetr_hf.segment_ops import inverse_sigmoid, paired_segment_iou, segment_cw_to_se, segment_iou
 from selfdetr_hf.self_feedback import (
     aggregate_encoder_attention,
     decoder_feedback_loss,
@@ -183,10 +184,23 @@ def test_tiou_by_hand():
     torch.testing.assert_close(paired_segment_iou(first, second[[0, 2]]), torch.tensor([1 / 4, 0.5 / 1.5]))
 
 
+def test_tiou_of_empty_segments_is_zero():
+    empty = torch.tensor([[1.0, 1.0]])
+    assert segment_iou(empty, empty).item() == 0 and paired_segment_iou(empty, empty).item() == 0
+
+
+def test_inverse_sigmoid_clamps_to_the_unit_interval_by_hand():
+    # the reference: x clamped to [0, 1], then log(max(x, 1e-5) / max(1 - x, 1e-5))
+    values = inverse_sigmoid(torch.tensor([-0.5, 1.5, 0.25], dtype=torch.float64))
+    expected = torch.tensor([math.log(1e-5), math.log(1 / 1e-5), math.log(0.25 / 0.75)], dtype=torch.float64)
+    torch.testing.assert_close(values, expected)
+
+
 def test_center_width_to_start_end_by_hand():
-    torch.testing.assert_close(
-        segment_cw_to_se(torch.tensor([[0.5, 0.2], [0.1, 0.4]])), torch.tensor([[0.4, 0.6], [-0.1, 0.3]])
-    )
+    segments = torch.tensor([[0.5, 0.2], [0.1, 0.4], [0.3, 0.0]])
+    expected = torch.tensor([[0.4, 0.6], [-0.1, 0.3], [0.3, 0.3]])
+    torch.testing.assert_close(segment_cw_to_se(segments), expected)
+    torch.testing.assert_close(segment_cw_to_se(segments.expand(2, 3, 2)), expected.expand(2, 3, 2))  # any batch shape
 
 
 # --------------------------------------------------------------- matching and losses
@@ -278,6 +292,12 @@ def test_matcher_finds_the_assignment_of_least_spec_cost(generator):
             assert found == slow_best_assignment(logits[b], segments[b], labels[b])
 
 
+def test_focal_matching_cost_at_certain_probabilities_by_hand():
+    # spec: 1e-8 inside both logarithms keeps the cost finite at p = 0 and p = 1
+    cost = focal_matching_cost(torch.tensor([[0.0, 1.0]]), 0.25, 2.0)
+    torch.testing.assert_close(cost, torch.tensor([[0.25 * -math.log(1e-8), -0.75 * -math.log(1e-8)]]))
+
+
 def test_matcher_prefers_the_higher_tiou_at_equal_l1_and_class():
     target = {"class_labels": torch.tensor([0]), "segments": torch.tensor([[0.5, 0.2]])}
     # both queries are 0.1 away in L1; the first overlaps the target by 2/3, the second by 1/3
@@ -359,6 +379,23 @@ def test_soft_nms_decays_only_above_its_threshold_by_the_gaussian_rule():
     assert kept.tolist() == pytest.approx([0.9, 0.8, 0.7 * math.exp(-(0.8**2) / 0.5)], rel=1e-6)
 
 
+def test_soft_nms_per_class_top_k_and_min_score_boundary():
+    segments = torch.tensor([[0.0, 2.0], [0.0, 1.9], [5.0, 6.0], [8.0, 9.0]])
+    scores = torch.tensor([0.9, 0.8, 0.25, 0.0005])
+    # other class: no decay; exactly min_score: kept; below it from the start: dropped
+    kept = soft_nms(segments, scores, sigma=0.5, min_score=0.25, labels=torch.tensor([0, 1, 0, 0]))
+    assert kept.tolist() == pytest.approx([0.9, 0.8, 0.25, 0.0])
+    assert soft_nms(segments, scores, sigma=0.5, max_segments=1).tolist() == pytest.approx([0.9, 0, 0, 0])
+
+
+def test_per_class_nms_on_several_groups_at_once():
+    segments = torch.tensor([[0.0, 2.0], [0.0, 1.9], [0.1, 2.0]]).expand(2, 3, 2)
+    scores = torch.tensor([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]])
+    labels = torch.tensor([[0, 0, 1], [0, 1, 1]])
+    kept = nms(segments, scores, iou_threshold=0.5, labels=labels)
+    assert kept.tolist() == [pytest.approx([0.9, 0.0, 0.7]), pytest.approx([0.9, 0.8, 0.0])]
+
+
 # ------------------------------------------------------- windows and annotation parsing
 
 
@@ -401,10 +438,19 @@ def test_last_window_is_zero_padded_with_a_mask_by_hand():
 
 
 def test_window_targets_coverage_boundary():
-    segments = np.array([[104.0, 136.0], [105.0, 137.0]])
-    kept, labels = window_targets(segments, np.array([0, 1]), offset=0, length=128, min_coverage=0.75)
+    # 24/32 inside (kept), 23/32 inside, and a segment shorter than a step half inside
+    segments = np.array([[104.0, 136.0], [105.0, 137.0], [127.6, 128.4]])
+    kept, labels = window_targets(segments, np.array([0, 1, 2]), offset=0, length=128, min_coverage=0.75)
     assert labels.tolist() == [0]
     np.testing.assert_allclose(kept, [[116 / 128, 24 / 128]], rtol=1e-6)
+
+
+def test_sliding_windows_by_hand_and_refusals():
+    assert sliding_windows(3, 1, 1).tolist() == [[0, 1], [1, 1], [2, 1]]
+    assert sliding_windows(300, 128, 96).tolist() == [[0, 128], [96, 128], [192, 108]]
+    for arguments in ((0, 128, 32), (100, 0, 32), (100, 128, 0)):
+        with pytest.raises(ValueError, match="must be positive"):
+            sliding_windows(*arguments)
 
 
 def test_string_segments_with_decimals_are_parsed_exactly(tmp_path):
