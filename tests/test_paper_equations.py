@@ -292,6 +292,12 @@ def test_matcher_finds_the_assignment_of_least_spec_cost(generator):
             assert found == slow_best_assignment(logits[b], segments[b], labels[b])
 
 
+def test_matcher_defaults_are_the_spec_costs():
+    matcher = HungarianMatcher()
+    assert (matcher.class_cost, matcher.segment_cost, matcher.tiou_cost) == (6.0, 5.0, 2.0)
+    assert (matcher.focal_alpha, matcher.focal_gamma) == (0.25, 2.0)
+
+
 def test_focal_matching_cost_at_certain_probabilities_by_hand():
     # spec: 1e-8 inside both logarithms keeps the cost finite at p = 0 and p = 1
     cost = focal_matching_cost(torch.tensor([[0.0, 1.0]]), 0.25, 2.0)
