@@ -362,6 +362,30 @@ def test_feedback_terms_enter_the_objective_with_weight_five(generator):
     )
 
 
+def test_config_decoder_guidance_and_aggregation_reach_the_feedback_terms(generator):
+    config = SelfDetrConfig(id2label={0: "a"}, decoder_guidance="last", encoder_aggregation="average")
+    encoder = sparse_attention(2, 1, 6, 6, generator=generator)
+    decoder = sparse_attention(2, 1, 4, 4, generator=generator)
+    cross = sparse_attention(2, 1, 4, 6, generator=generator)
+    terms = SelfDetrLoss(config).feedback_losses(list(encoder), list(decoder), list(cross), None)
+    last = [slow_kl_row(slow_decoder_guidance(cross[1, 0])[i], decoder[1, 0, i]) for i in range(4)]
+    assert terms["loss_decoder_feedback"].item() == pytest.approx(sum(last) / 4, rel=1e-5)
+    guidance, average = slow_encoder_guidance(cross[:, 0], [True] * 6), slow_mean_over_layers(encoder[:, 0])
+    rows = [slow_kl_row(guidance[t], average[t]) for t in range(6)]
+    assert terms["loss_encoder_feedback"].item() == pytest.approx(sum(rows) / 6, rel=1e-5)
+
+
+def test_feedback_without_its_maps_is_refused_naming_them(generator):
+    maps = list(sparse_attention(2, 1, 4, 4, generator=generator))
+    criterion = SelfDetrLoss(SelfDetrConfig(id2label={0: "a"}))
+    with pytest.raises(ValueError, match=r"needs the cross-attention maps; run the model with output_attentions=True"):
+        criterion.feedback_losses(maps, maps, None, None)
+    with pytest.raises(ValueError, match=r"^encoder_feedback needs encoder_attentions in the model outputs$"):
+        criterion.feedback_losses(None, maps, maps, None)
+    with pytest.raises(ValueError, match=r"^decoder_feedback needs decoder_attentions in the model outputs$"):
+        criterion.feedback_losses(maps, None, maps, None)
+
+
 # ----------------------------------------------------------------- NMS at its threshold
 
 
@@ -400,6 +424,10 @@ def test_per_class_nms_on_several_groups_at_once():
     labels = torch.tensor([[0, 0, 1], [0, 1, 1]])
     kept = nms(segments, scores, iou_threshold=0.5, labels=labels)
     assert kept.tolist() == [pytest.approx([0.9, 0.0, 0.7]), pytest.approx([0.9, 0.8, 0.0])]
+    # a group that runs out of segments keeps its result while the others go on
+    disjoint = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]).expand(2, 3, 2)
+    kept = nms(disjoint, torch.tensor([[0.9, 0.8, 0.7], [0.9, 0.0, 0.0]]), iou_threshold=0.5)
+    assert kept.tolist() == [pytest.approx([0.9, 0.8, 0.7]), pytest.approx([0.9, 0.0, 0.0])]
 
 
 # ------------------------------------------------------- windows and annotation parsing
