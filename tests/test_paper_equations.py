@@ -35,7 +35,7 @@ from selfdetr_hf.data import (
     sliding_windows,
     window_targets,
 )
-from selfdetr_hf.losses import SelfDetrLoss
+from selfdetr_hf.losses import SelfDetrLoss, sigmoid_focal_loss
 from selfdetr_hf.matcher import HungarianMatcher, focal_matching_cost
 from selfdetr_hf.nms import nms, soft_nms
 from selfdetr_hf.segment_ops import inverse_sigmoid, paired_segment_iou, segment_cw_to_se, segment_iou
@@ -322,6 +322,43 @@ def test_sigmoid_focal_loss_by_hand():
     positive_b = 0.25 * 0.25**2 * math.log(4 / 3)  # target 1, p = 3/4: alpha (1 - p)^2 (-log p)
     assert terms["loss_focal"].item() == pytest.approx(negative_a + positive_b, rel=1e-6)
     assert terms["loss_l1"].item() == 0 and terms["loss_tiou"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_focal_loss_with_an_odd_gamma_by_hand():
+    # gamma 1 tells (1 - p_t) from its negative, which gamma 2 squares away
+    logits, targets = torch.tensor([[[0.0, math.log(3.0)]]]), torch.tensor([[[0.0, 1.0]]])
+    expected = 0.75 * 0.5 * math.log(2.0) + 0.25 * 0.25 * math.log(4 / 3)
+    assert sigmoid_focal_loss(logits, targets, 1.0, 0.25, 1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_loss_matches_with_the_configured_focal_parameters():
+    matcher = SelfDetrLoss(SelfDetrConfig(id2label={0: "a"}, focal_alpha=0.5, focal_gamma=1.0)).matcher
+    assert (matcher.focal_alpha, matcher.focal_gamma) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([], r"^labels has 0 entries for a batch of 1 samples$"),
+        ([{"segments": torch.zeros(1, 2)}], r"^labels\[0\] has no 'class_labels' \(keys: \['segments'\]\)$"),
+        (
+            [{"class_labels": torch.tensor([0]), "segments": torch.zeros(1, 3)}],
+            r"^labels\[0\]: segments must be \(n, 2\) with n = len\(class_labels\) = 1; got \(1, 3\)$",
+        ),
+        (
+            [{"class_labels": torch.tensor([2]), "segments": torch.zeros(1, 2)}],
+            r"^labels\[0\]\['class_labels'\] holds \[2\], outside 0..1$",
+        ),
+        (
+            [{"class_labels": torch.tensor([0]), "segments": torch.tensor([[0.5, math.nan]])}],
+            r"^labels\[0\]\['segments'\] holds NaN or Inf$",
+        ),
+    ],
+)
+def test_malformed_targets_are_refused_naming_the_sample_and_field(labels, message):
+    criterion = SelfDetrLoss(SelfDetrConfig(id2label={0: "a", 1: "b"}, encoder_feedback=False, decoder_feedback=False))
+    with pytest.raises(ValueError, match=message):
+        criterion(torch.zeros(1, 3, 2), torch.full((1, 3, 2), 0.5), labels)
 
 
 def test_detection_terms_and_their_normaliser_written_out(generator):
