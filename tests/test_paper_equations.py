@@ -38,7 +38,13 @@ from selfdetr_hf.data import (
 from selfdetr_hf.losses import SelfDetrLoss, sigmoid_focal_loss
 from selfdetr_hf.matcher import HungarianMatcher, focal_matching_cost
 from selfdetr_hf.nms import nms, soft_nms
-from selfdetr_hf.segment_ops import inverse_sigmoid, paired_segment_iou, segment_cw_to_se, segment_iou
+from selfdetr_hf.segment_ops import (
+    inverse_sigmoid,
+    paired_segment_iou,
+    segment_cw_to_se,
+    segment_iou,
+    segment_se_to_cw,
+)
 from selfdetr_hf.self_feedback import (
     aggregate_encoder_attention,
     decoder_feedback_loss,
@@ -201,6 +207,7 @@ def test_center_width_to_start_end_by_hand():
     expected = torch.tensor([[0.4, 0.6], [-0.1, 0.3], [0.3, 0.3]])
     torch.testing.assert_close(segment_cw_to_se(segments), expected)
     torch.testing.assert_close(segment_cw_to_se(segments.expand(2, 3, 2)), expected.expand(2, 3, 2))  # any batch shape
+    torch.testing.assert_close(segment_se_to_cw(expected.expand(2, 3, 2)), segments.expand(2, 3, 2))
 
 
 # --------------------------------------------------------------- matching and losses
@@ -453,6 +460,7 @@ def test_soft_nms_per_class_top_k_and_min_score_boundary():
     kept = soft_nms(segments, scores, sigma=0.5, min_score=0.25, labels=torch.tensor([0, 1, 0, 0]))
     assert kept.tolist() == pytest.approx([0.9, 0.8, 0.25, 0.0])
     assert soft_nms(segments, scores, sigma=0.5, max_segments=1).tolist() == pytest.approx([0.9, 0, 0, 0])
+    assert soft_nms(segments[:1], torch.tensor([0.1]), sigma=0.5, min_score=0.25).tolist() == [0.0]
 
 
 def test_per_class_nms_on_several_groups_at_once():
