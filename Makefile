@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # package's `torch>=2.4` requirement does not pull a multi-GB CUDA build.
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,8 +24,17 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml) as a fresh clone
+# sees them: without the reference fixture in ../shared/data. Too slow for CI; resumable
+# (mutants/ keeps the results). MUTANTS="selfdetr_hf.nms.*" restricts it to some mutants.
+MUTANTS ?=
+mutation: setup
+	-SELFDETR_SHARED_DATA=$(CURDIR)/mutants/no-shared-data OMP_NUM_THREADS=1 \
+		nice -n 19 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(PY) benchmarks/mutation_score.py
+
 lint: setup
 	$(VENV)/bin/ruff check selfdetr_hf tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output mutants

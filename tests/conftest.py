@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ``SELFDETR_SHARED_DATA`` points elsewhere (a path that does not exist runs the suite as a
+# fresh clone does, without the reference fixture: `make mutation` uses that).
+SHARED_DATA = Path(os.environ.get("SELFDETR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 # The tests' models are tiny: one thread is faster than two and does not thrash when
 # other processes share the cores.
@@ -21,7 +23,10 @@ torch.set_num_threads(1)
 def shared_data() -> Path:
     """``../shared/data`` (annotations and the reference fixture); skips where absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real reference data not found at {SHARED_DATA} (expected ../shared/data beside the project)")
+        pytest.skip(
+            f"real reference data not found at {SHARED_DATA} (expected ../shared/data beside the project, "
+            "or SELFDETR_SHARED_DATA)"
+        )
     return SHARED_DATA
 
 
