@@ -120,6 +120,21 @@ def rename_original_key(name: str) -> str:
     raise CheckpointConversionError(f"unexpected tensor in original checkpoint: {name}")
 
 
+PACKED_IN_PROJECTION = re.compile(r"(model\.encoder\.layers\.\d+\.self_attn\.)in_proj_(weight|bias)")
+
+
+def convert_original_tensor(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Our ``(name, tensor)`` pairs for one original tensor: its renamed self
+    (`rename_original_key`), except the encoder self-attention's packed ``in_proj``
+    (``(3d, d)`` rows q, k, v), which becomes ``q_proj``, ``k_proj`` and ``v_proj``."""
+    ours = rename_original_key(name)
+    packed = PACKED_IN_PROJECTION.fullmatch(ours)
+    if packed is None:
+        return [(ours, tensor)]
+    prefix, kind = packed.groups()
+    return [(f"{prefix}{part}_proj.{kind}", rows) for part, rows in zip("qkv", tensor.chunk(3))]
+
+
 def recorded_hyperparameters(checkpoint: dict) -> dict:
     """The checkpoint's ``args`` and ``cfg`` entries in one dict (``cfg`` wins)."""
     return {**vars(checkpoint.get("args") or argparse.Namespace()), **(checkpoint.get("cfg") or {})}
@@ -188,23 +203,23 @@ def infer_config(state: dict[str, torch.Tensor], hyperparameters: dict | None = 
 
 
 def convert_state_dict(state: dict[str, torch.Tensor], model: SelfDetrForActionDetection) -> dict:
-    """Rename every original tensor, check its shape against ``model``, and check that
-    nothing is missing. The segment head appears twice in originals (shared module):
+    """Rename every original tensor (splitting the encoder's packed ``in_proj``), check its
+    shape against ``model``, and check that nothing is missing. The segment head appears twice in originals (shared module):
     both copies must be equal."""
     expected = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        ours = rename_original_key(name)
-        if ours not in expected:
-            raise CheckpointConversionError(f"unexpected tensor in original checkpoint: {name} (-> {ours})")
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise CheckpointConversionError(
-                f"shape mismatch for {name}: {tuple(tensor.shape)} in the checkpoint, "
-                f"{tuple(expected[ours].shape)} expected for {ours}"
-            )
-        if ours in converted and not torch.equal(converted[ours], tensor):
-            raise CheckpointConversionError(f"{name} differs from its shared copy ({ours})")
-        converted[ours] = tensor
+    for name, original in state.items():
+        for ours, tensor in convert_original_tensor(name, original):
+            if ours not in expected:
+                raise CheckpointConversionError(f"unexpected tensor in original checkpoint: {name} (-> {ours})")
+            if tuple(tensor.shape) != tuple(expected[ours].shape):
+                raise CheckpointConversionError(
+                    f"shape mismatch for {name}: {tuple(original.shape)} in the checkpoint, "
+                    f"{tuple(expected[ours].shape)} expected for {ours}"
+                )
+            if ours in converted and not torch.equal(converted[ours], tensor):
+                raise CheckpointConversionError(f"{name} differs from its shared copy ({ours})")
+            converted[ours] = tensor
     missing = sorted(set(expected) - set(converted))
     if missing:
         raise CheckpointConversionError(f"missing tensor(s) in original checkpoint for: {', '.join(missing)}")

@@ -315,13 +315,15 @@ class SelfDetrFeedForward(nn.Module):
 
 
 class SelfDetrEncoderSelfAttention(SelfDetrAttention):
-    """Standard multi-head self-attention with a packed ``in_proj`` (q, k, v)."""
+    """Standard multi-head self-attention: ``q_proj`` and ``k_proj`` of the position-scaled
+    input, ``v_proj`` of the input (the authors' packed ``in_proj``, split on conversion)."""
 
     def __init__(self, config: SelfDetrConfig):
         super().__init__(config)
         d = config.d_model
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
     def forward(
@@ -331,13 +333,9 @@ class SelfDetrEncoderSelfAttention(SelfDetrAttention):
 
         Returns ``(B, T, d)`` and, with ``need_weights``, the ``(B, h, T, T)`` map.
         """
-        d = hidden.shape[-1]
-        query, key = F.linear(query_key, self.in_proj_weight[: 2 * d], self.in_proj_bias[: 2 * d]).chunk(2, -1)
-        value = F.linear(hidden, self.in_proj_weight[2 * d :], self.in_proj_bias[2 * d :])
         heads = self.num_heads
-        output, attention_map = self.attend(
-            split_heads(query, heads), split_heads(key, heads), split_heads(value, heads), valid, need_weights
-        )
+        query, key = split_heads(self.q_proj(query_key), heads), split_heads(self.k_proj(query_key), heads)
+        output, attention_map = self.attend(query, key, split_heads(self.v_proj(hidden), heads), valid, need_weights)
         return self.out_proj(output), attention_map
 
 
@@ -592,8 +590,17 @@ class SelfDetrPreTrainedModel(PreTrainedModel):
         """
         base = self.model if isinstance(self, SelfDetrForActionDetection) else self
         segment_layers = list(base.decoder.segment_head.layers)
+        encoder_attentions = [layer.self_attn for layer in base.encoder.layers]
         if isinstance(module, nn.Linear):
-            if module is getattr(self, "class_head", None):
+            if any(module in (a.q_proj, a.k_proj, a.v_proj) for a in encoder_attentions):
+                # the authors' packed (3d, d) in_proj: xavier-uniform over the packed shape, zero bias
+                bound = math.sqrt(6 / (4 * module.in_features))
+                init.uniform_(module.weight, -bound, bound)
+                init.zeros_(module.bias)
+            elif any(module is a.out_proj for a in encoder_attentions):
+                init.xavier_uniform_(module.weight)
+                init.zeros_(module.bias)
+            elif module is getattr(self, "class_head", None):
                 _default_linear_init(module)
                 init.constant_(module.bias, -math.log((1 - 0.01) / 0.01))
             elif module is segment_layers[-1]:
@@ -605,10 +612,6 @@ class SelfDetrPreTrainedModel(PreTrainedModel):
                 init.xavier_uniform_(module.weight)
                 bound = 1 / math.sqrt(module.in_features)
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, SelfDetrEncoderSelfAttention):
-            init.xavier_uniform_(module.in_proj_weight)
-            init.zeros_(module.in_proj_bias)
-            init.zeros_(module.out_proj.bias)
         elif isinstance(module, nn.Conv1d):
             init.xavier_uniform_(module.weight)
             init.zeros_(module.bias)

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel
-from selfdetr_hf.convert import rename_original_key
+from selfdetr_hf.convert import convert_original_tensor
 from selfdetr_hf.modeling_self_detr import SelfDetrDecoderSelfAttention, inverted_dropout
 
 
@@ -26,7 +26,8 @@ def test_default_config_has_the_authors_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 8_100_973
 
 
-def test_parameters_map_one_to_one_onto_the_reference_state_dict(shared_data):
+def test_parameters_map_onto_the_reference_state_dict(shared_data):
+    """One-to-one, except the authors' packed encoder ``in_proj``, split into q, k, v."""
     reference = {}
     for line in (shared_data / "reference_state_dict_thumos14.txt").read_text().splitlines():
         name, shape = re.match(r"(\S+) \((.*)\)", line).groups()
@@ -36,7 +37,8 @@ def test_parameters_map_one_to_one_onto_the_reference_state_dict(shared_data):
     }
     mapped = {}
     for name, shape in reference.items():
-        mapped.setdefault(rename_original_key(name), set()).add(shape)
+        for converted, tensor in convert_original_tensor(name, torch.empty(shape)):
+            mapped.setdefault(converted, set()).add(tuple(tensor.shape))
     assert set(mapped) == set(ours)
     assert all(shapes == {ours[name]} for name, shapes in mapped.items())
 
@@ -163,7 +165,7 @@ def test_feedback_gradient_reaches_self_attention_but_not_cross_attention(tiny_c
         return [n for n, g in gradients.items() if re.search(pattern, n) and g is not None and g.abs().sum() > 0]
 
     encoder = feedback_gradients(model, features, "loss_encoder_feedback")
-    assert touched(encoder, r"encoder\.layers\.\d+\.self_attn\.in_proj_weight")
+    assert touched(encoder, r"encoder\.layers\.\d+\.self_attn\.(q|k|v)_proj")
     assert not touched(encoder, r"cross_attn")
     decoder = feedback_gradients(model, features, "loss_decoder_feedback")
     assert touched(decoder, r"decoder\.layers\.2\.self_attn\.(q|k)_content_proj")
@@ -381,8 +383,8 @@ def test_input_projection_runs_through_its_own_forward(tiny_config):
 def test_lora_adapters_train_every_projection_they_wrap(tiny_config):
     from peft import LoraConfig, get_peft_model
 
-    targets = ["input_projection", "q_content_proj", "k_content_proj", "q_pos_proj", "k_pos_proj", "q_pos_sine_proj",
-               "v_proj", "out_proj", "fc1", "fc2", "class_head"]  # fmt: skip
+    targets = ["input_projection", "q_proj", "k_proj", "q_content_proj", "k_content_proj", "q_pos_proj", "k_pos_proj",
+               "q_pos_sine_proj", "v_proj", "out_proj", "fc1", "fc2", "class_head"]  # fmt: skip
     model = get_peft_model(SelfDetrForActionDetection(tiny_config), LoraConfig(r=4, target_modules=targets))
     model(input_features=torch.randn(2, 16, 32), labels=make_labels()).loss.backward()
     adapters = {  # the first decoder self-attention reads all-zero content queries: no gradient to their adapters
@@ -392,6 +394,8 @@ def test_lora_adapters_train_every_projection_they_wrap(tiny_config):
         and "decoder.layers.0.self_attn.k_content" not in name and "decoder.layers.0.self_attn.v_proj" not in name
     }  # fmt: skip
     assert any("input_projection" in name for name in adapters)
+    wrapped = {name.split(".lora_B")[0] for name in adapters}
+    assert all(any(name.endswith(f"encoder.layers.0.self_attn.{part}_proj") for name in wrapped) for part in "qkv")
     assert all(grad is not None and grad.abs().sum() > 0 for grad in adapters.values()), [
         name for name, grad in adapters.items() if grad is None or grad.abs().sum() == 0
     ]

@@ -115,11 +115,10 @@ def slow_forward(model: SelfDetrForActionDetection, features: torch.Tensor, mask
         encoder_maps = []
         for layer in range(config.encoder_layers):
             name = f"model.encoder.layers.{layer}"
-            in_weight, in_bias = w[f"{name}.self_attn.in_proj_weight"], w[f"{name}.self_attn.in_proj_bias"]
             query_key = [x[t] + pos[t] * w.mlp("model.encoder.query_scale", x[t], 2) for t in range(steps)]
-            q = [in_weight[:d] @ query_key[t] + in_bias[:d] for t in range(steps)]
-            k = [in_weight[d : 2 * d] @ query_key[t] + in_bias[d : 2 * d] for t in range(steps)]
-            v = [in_weight[2 * d :] @ x[t] + in_bias[2 * d :] for t in range(steps)]
+            q = [w.linear(f"{name}.self_attn.q_proj", query_key[t]) for t in range(steps)]
+            k = [w.linear(f"{name}.self_attn.k_proj", query_key[t]) for t in range(steps)]
+            v = [w.linear(f"{name}.self_attn.v_proj", x[t]) for t in range(steps)]
             rows, updated = [], []
             for t in range(steps):
                 output, row = attend(heads_of(q[t], heads), [heads_of(k_s, heads) for k_s in k],

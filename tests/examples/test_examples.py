@@ -36,8 +36,8 @@ def test_finetune_trainer_from_a_pretrained_model_with_new_labels(tmp_path, make
     model = SelfDetrForActionDetection.from_pretrained(tmp_path / "out")
     assert model.config.id2label == {i: f"action_{i}" for i in range(5)}
     assert model.class_head.weight.shape == (5, 32)
-    kept = pretrained.model.encoder.layers[0].self_attn.in_proj_weight
-    assert kept.shape == model.model.encoder.layers[0].self_attn.in_proj_weight.shape
+    kept = pretrained.model.encoder.layers[0].self_attn.q_proj.weight
+    assert kept.shape == model.model.encoder.layers[0].self_attn.q_proj.weight.shape
     assert SelfDetrProcessor.from_pretrained(tmp_path / "out").window_size == 128
 
 
