@@ -75,13 +75,14 @@ def test_evaluate_scores_the_file_as_written_like_score(run_selfdetr, saved_mode
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics == json.loads((tmp_path / "score.json").read_text())
     assert printed_average_map(evaluated.stdout) == printed_average_map(scored.stdout)
-    # The segment past the video's end is part of the ground truth: with it clipped, the
-    # same detections would score differently.
+    # The segment past the video's end is part of the ground truth as written: a detection
+    # of its part beyond the video's end is a hit there, and a miss against it clipped.
     written = {"video_a": {"segments": [[3.0, 9.5], [20.0, 24.0], [38.0, 45.0]], "labels": ["jump", "throw", "jump"]}}
     clipped = {"video_a": {"segments": [[3.0, 9.5], [20.0, 24.0], [38.0, 40.0]], "labels": ["jump", "throw", "jump"]}}
-    detections = read_submission(submission)
-    assert evaluate_detections(written, detections, [0.1]).to_dict() == metrics
-    assert evaluate_detections(clipped, detections, [0.1]).average_mAP != metrics["average_mAP"]
+    assert evaluate_detections(written, read_submission(submission), [0.1]).to_dict() == metrics
+    beyond_the_end = {"video_a": {"segments": np.array([[40.5, 45.0]]), "scores": np.array([1.0]), "labels": ["jump"]}}
+    assert evaluate_detections(written, beyond_the_end, [0.1]).per_class_AP["jump"][0] > 0
+    assert evaluate_detections(clipped, beyond_the_end, [0.1]).per_class_AP["jump"][0] == 0
 
 
 def test_evaluate_and_score_agree_on_the_real_thumos14_test_file(
