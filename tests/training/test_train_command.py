@@ -213,3 +213,28 @@ def test_demo_is_bit_identical_for_a_seed_and_asks_before_replacing_its_results(
     second = folder_bytes(tmp_path)
     for name in ("metrics.json", "model/model.safetensors", "model/train_log.jsonl"):
         assert second[name] == first[name], name
+
+
+def test_a_stop_during_the_final_evaluation_checkpoints_the_trained_steps(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import accelerate_loop
+
+    assert main(train_command(dataset, tmp_path / "straight", "--max-steps", "3")) == 0
+    evaluate = accelerate_loop.evaluate
+
+    def interrupted_evaluation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", interrupted_evaluation)
+    output = tmp_path / "interrupted"
+    capsys.readouterr()
+    assert main(train_command(dataset, output, "--max-steps", "3")) == 128 + signal.SIGINT
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("selfdetr train: SIGINT: stopped after step 3 of 3") and message.endswith("--resume")
+    assert (output / "checkpoints" / "step_3" / "checkpoint.json").is_file()
+    assert not (output / "model.safetensors").exists()
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", evaluate)
+    assert main(train_command(dataset, output, "--max-steps", "3", "--resume")) == 0
+    assert (output / "metrics.json").read_bytes() == (tmp_path / "straight" / "metrics.json").read_bytes()
+    assert (output / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
