@@ -24,7 +24,7 @@ from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
 from .interrupts import TrainingInterrupted
 from .recipes import RECIPES, TrainingRecipe
-from .run_folder import RunFolderError, check_output_dir, run_artefacts
+from .run_folder import RunFolderError, check_output_dir, how_to_continue, run_artefacts
 
 PRESET_SUBSETS = {
     "thumos14": ("validation", "test"),
@@ -239,7 +239,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         metrics = _load_and_train(args, training_args)
     except KeyboardInterrupt as stop:
-        return report_interrupt("train", stop, "continue with the same command and --resume")
+        return report_interrupt("train", stop, how_to_continue(Path(args.output_dir)))
     report_run(args.output_dir, metrics, push_to=args.push_to_hub)
     return 0
 
@@ -311,7 +311,7 @@ def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
     if isinstance(stop, TrainingInterrupted):
         message, status = f"{stop}; {how_on}", 128 + stop.signal_number
     else:
-        message, status = f"{stop or 'interrupted'}, nothing saved now; {how_on}", 128 + signal.SIGINT
+        message, status = f"{str(stop) or 'interrupted'}, nothing saved now; {how_on}", 128 + signal.SIGINT
     if PartialState().is_main_process:
         print(f"selfdetr {command}: {message}", file=sys.stderr)
     return status

@@ -222,6 +222,20 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, run_id: str, ste
     return final
 
 
+def how_to_continue(output_dir: Path) -> str:
+    """What a user does next with a run stopped in ``output_dir``: resume it when it has a
+    checkpoint, otherwise start it again (with ``--overwrite`` once the folder holds a run)."""
+    try:
+        resumable = bool(run_checkpoints(output_dir, RunIdentity.read(output_dir).run_id))
+    except (OSError, RunFolderError):
+        resumable = False
+    if resumable:
+        return "continue with the same command and --resume"
+    if run_artefacts(output_dir):
+        return "no checkpoint to resume from: start again with --overwrite"
+    return "start again with the same command"
+
+
 def truncate_log(output_dir: Path, step: int) -> Path | None:
     """Drop the records of ``train_log.jsonl`` after ``step`` (a resumed run redoes those
     steps), keeping the full log as ``train_log.before_resume_<n>.jsonl``.

@@ -238,3 +238,17 @@ def test_a_stop_during_the_final_evaluation_checkpoints_the_trained_steps(datase
     assert main(train_command(dataset, output, "--max-steps", "3", "--resume")) == 0
     assert (output / "metrics.json").read_bytes() == (tmp_path / "straight" / "metrics.json").read_bytes()
     assert (output / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
+
+
+def test_a_stop_before_training_names_no_resume_when_nothing_can_resume(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import commands
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "load_data", stopped)
+    assert main(train_command(dataset, tmp_path / "run")) == 128 + signal.SIGINT
+    assert error_line(capsys.readouterr().err) == (
+        "selfdetr train: interrupted, nothing saved now; start again with the same command"
+    )
+    assert not (tmp_path / "run").exists()
