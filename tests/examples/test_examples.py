@@ -64,3 +64,17 @@ def test_train_accelerate_script_trains_in_bf16_and_writes_a_card(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "model-index" in card and "Self-DETR" in card
     assert SelfDetrForActionDetection.from_pretrained(tmp_path).config.num_queries == 6
+
+
+def test_train_accelerate_script_refuses_a_used_folder_in_one_line(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    command = [sys.executable, str(EXAMPLES / "train_accelerate.py"), "--synthetic", "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"selfdetr train: error: {tmp_path} already holds a training run (model.safetensors, run.json): "
+        + "continue it with --resume, or delete it and start afresh with --overwrite"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.safetensors", "run.json"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"weights"
