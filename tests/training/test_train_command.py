@@ -175,6 +175,7 @@ def test_the_same_seed_gives_bit_identical_runs_from_a_new_model(dataset, tmp_pa
         (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
         (["--max-steps", "0"], "max_steps must be an integer >= 1; got 0"),
         (["--learning-rate=-1e-3"], "learning_rate must be > 0"),
+        (["--learning-rate", "inf"], "learning_rate must be > 0 and finite; got inf"),
         (["--batch-size", "-4"], "batch_size must be an integer >= 1"),
         (["--checkpoint-every", "-1"], "checkpoint_every must be an integer >= 0"),
         (["--batch-size", "6", "--gradient-accumulation-steps", "4"], "must split into gradient_accumulation_steps"),
