@@ -235,6 +235,8 @@ def run_train(args: argparse.Namespace) -> int:
         tiou_thresholds=TIOU_PRESETS[args.preset],
         progress=not args.no_progress,
     )
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
     check_output_dir(Path(args.output_dir), resume=args.resume, overwrite=args.overwrite)  # before loading data
     try:
         metrics = _load_and_train(args, training_args)
@@ -290,6 +292,16 @@ def model_card_renderer(config, *, dataset_name: str, repo_id: str) -> Callable[
     )
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a ``--push-to-hub`` repository id the Hub would refuse, before any training."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--push-to-hub {repo_id!r}: {error}") from None
+
+
 def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) -> None:
     """Print the mAP table of a finished run and, when asked, push the run's model."""
     from accelerate import PartialState
@@ -301,7 +313,11 @@ def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) ->
     if metrics:
         print(map_table(metrics["tiou_thresholds"], metrics["mAP"], metrics["average_mAP"]))
     if push_to:
-        print(f"pushed to {push_model(Path(output_dir), push_to)}")
+        try:
+            url = push_model(Path(output_dir), push_to)
+        except OSError as error:
+            raise OSError(f"{error}; the model is saved: push it with `selfdetr push {output_dir} {push_to}`") from None
+        print(f"pushed to {url}")
 
 
 def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:

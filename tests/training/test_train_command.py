@@ -51,8 +51,8 @@ def train_command(dataset, output_dir, *options):
     ]  # fmt: skip
 
 
-def run_cli(arguments, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_cli(arguments, env=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "selfdetr_hf.cli", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env, **kwargs,
@@ -253,3 +253,22 @@ def test_a_stop_before_training_names_no_resume_when_nothing_can_resume(dataset,
         "selfdetr train: interrupted, nothing saved now; start again with the same command"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_repository_id_the_hub_refuses_is_refused_before_training(dataset, tmp_path, capsys):
+    assert main(train_command(dataset, tmp_path / "run", "--push-to-hub", "my org/model")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("selfdetr train: error: --push-to-hub 'my org/model': Repo id must ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreachable_hub_keeps_the_model_and_says_how_to_push_it(dataset, tmp_path):
+    output = tmp_path / "run"
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    process = run_cli(
+        train_command(dataset, output, "--max-steps", "1", "--push-to-hub", "me/model"), env=env
+    )
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 2
+    assert error_line(stderr).endswith(f"the model is saved: push it with `selfdetr push {output} me/model`")
+    assert SelfDetrForActionDetection.from_pretrained(output).config.num_labels == 2
