@@ -28,6 +28,7 @@ from pathlib import Path
 
 from transformers import Trainer, TrainingArguments
 
+from selfdetr_hf.command_options import positive_float, positive_int
 from selfdetr_hf.data import SelfDetrDataCollator, window_metadata
 from selfdetr_hf.evaluation.metric import build_compute_metrics
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
@@ -51,9 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--train-subset", help="default: train (synthetic) or validation (THUMOS14)")
     parser.add_argument("--eval-subset", help="default: test")
-    parser.add_argument("--epochs", type=float, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--epochs", type=positive_float, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--learning-rate", type=positive_float, default=2e-4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model and processor to the Hub")
     add_output_arguments(parser)

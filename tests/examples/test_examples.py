@@ -111,3 +111,14 @@ def test_finetune_trainer_overwrites_only_its_run_and_resumes_from_its_checkpoin
     state = (output / "checkpoint-3" / "trainer_state.json").read_bytes()
     example.main([*options, "--resume"])  # every step is in checkpoint-3: nothing is trained or saved again
     assert (output / "checkpoint-3" / "trainer_state.json").read_bytes() == state
+
+
+def test_finetune_trainer_refuses_zero_epochs_before_writing_anything(tmp_path):
+    command = [
+        sys.executable, str(EXAMPLES / "finetune_trainer.py"), "--synthetic", "--epochs", "0",
+        "--output-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("argument --epochs: must be a positive number, got 0")
+    assert not (tmp_path / "out").exists()
