@@ -22,7 +22,7 @@ from ..evaluation.commands import TIOU_PRESETS
 from ..evaluation.detection_map import map_table
 from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
-from .interrupts import TrainingInterrupted
+from .interrupts import StoppedAtOnce, TrainingInterrupted
 from .recipes import RECIPES, TrainingRecipe
 from .run_folder import RunFolderError, check_output_dir, how_to_continue, run_artefacts
 
@@ -327,7 +327,8 @@ def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
     if isinstance(stop, TrainingInterrupted):
         message, status = f"{stop}; {how_on}", 128 + stop.signal_number
     else:
-        message, status = f"{str(stop) or 'interrupted'}, nothing saved now; {how_on}", 128 + signal.SIGINT
+        number = stop.signal_number if isinstance(stop, StoppedAtOnce) else signal.SIGINT
+        message, status = f"{str(stop) or 'interrupted'}, nothing saved now; {how_on}", 128 + number
     if PartialState().is_main_process:
         print(f"selfdetr {command}: {message}", file=sys.stderr)
     return status

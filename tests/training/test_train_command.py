@@ -272,3 +272,19 @@ def test_an_unreachable_hub_keeps_the_model_and_says_how_to_push_it(dataset, tmp
     assert process.returncode == 2
     assert error_line(stderr).endswith(f"the model is saved: push it with `selfdetr push {output} me/model`")
     assert SelfDetrForActionDetection.from_pretrained(output).config.num_labels == 2
+
+
+def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import accelerate_loop
+
+    def twice_stopped_evaluation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", twice_stopped_evaluation)
+    assert main(train_command(dataset, tmp_path / "run", "--max-steps", "1")) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "selfdetr train: SIGTERM again: stopped at once, nothing saved now; "
+        "no checkpoint to resume from: start again with --overwrite"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
