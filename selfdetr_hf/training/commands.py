@@ -238,6 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)
     check_output_dir(Path(args.output_dir), resume=args.resume, overwrite=args.overwrite)  # before loading data
+    hide_progress_bars(args.no_progress)
     try:
         metrics = _load_and_train(args, training_args)
     except KeyboardInterrupt as stop:
@@ -320,6 +321,14 @@ def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) ->
         print(f"pushed to {url}")
 
 
+def hide_progress_bars(hide: bool) -> None:
+    """With ``--no-progress``, hide transformers' bars too (such as the one of saving a model)."""
+    if hide:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+
+
 def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
     """One line on stderr for a run stopped by a signal; the exit status 128 + signal."""
     from accelerate import PartialState
@@ -371,6 +380,7 @@ def run_demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     _claim_demo_output(output_dir, overwrite=args.overwrite)
+    hide_progress_bars(args.no_progress)
     videos = make_synthetic_videos(96, num_classes=5, feature_dim=64, seed=args.seed)
     processor = SelfDetrProcessor.thumos14()
     train_dataset = videos.dataset(processor, subset="train", training=True)
