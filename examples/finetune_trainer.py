@@ -14,18 +14,35 @@ The model computes its loss (Eq. 9, self-feedback included) from the `labels` co
 `compute_metrics` post-processes the windows of each video with the processor and
 scores them with the ActivityNet protocol. The best checkpoint (highest average mAP) is
 reloaded at the end and saved with its processor.
+
+An output folder holding a run (a model, `checkpoint-N` folders, results) is refused:
+`--resume` continues it from its newest `checkpoint-N`, `--overwrite` deletes that run
+(other files are left alone) and starts afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from transformers import Trainer, TrainingArguments
 
+from selfdetr_hf.command_options import positive_float, positive_int
 from selfdetr_hf.data import SelfDetrDataCollator, window_metadata
 from selfdetr_hf.evaluation.metric import build_compute_metrics
 from selfdetr_hf.processing_self_detr import SelfDetrProcessor
-from selfdetr_hf.training.commands import PRESET_SUBSETS, add_data_arguments, build_model, load_data
+from selfdetr_hf.training.commands import (
+    PRESET_SUBSETS,
+    add_data_arguments,
+    add_output_arguments,
+    build_model,
+    load_data,
+)
+from selfdetr_hf.training.run_folder import RUN_ARTEFACTS, check_output_dir, clear_run
+
+TRAINER_RUN = (*RUN_ARTEFACTS, "checkpoint-*", "training_args.bin", "all_results.json", "eval_results.json")
+"""What a Trainer run writes in its output folder (and what `selfdetr train` writes)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,16 +52,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--train-subset", help="default: train (synthetic) or validation (THUMOS14)")
     parser.add_argument("--eval-subset", help="default: test")
-    parser.add_argument("--epochs", type=float, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--epochs", type=positive_float, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--learning-rate", type=positive_float, default=2e-4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model and processor to the Hub")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    check_output_dir(
+        output_dir, resume=args.resume, overwrite=args.overwrite, artefacts=TRAINER_RUN, resume_from="checkpoint-*"
+    )
     preset = "synthetic" if args.synthetic else "thumos14"
     processor = SelfDetrProcessor.thumos14()
     data = load_data(
@@ -89,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             processor, window_metadata(data.eval_dataset), data.eval_annotations, id2label=model.config.id2label
         ),
     )
-    trainer.train()
+    if args.overwrite:
+        clear_run(output_dir, TRAINER_RUN)
+    trainer.train(resume_from_checkpoint=args.resume or None)
     metrics = trainer.evaluate()
     trainer.save_model(args.output_dir)
     processor.save_pretrained(args.output_dir)
@@ -102,4 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:
+        print(f"finetune_trainer.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -26,9 +26,12 @@ change what a step does.
 import argparse
 import sys
 
-from selfdetr_hf.training.commands import add_train_arguments, run_train
+from selfdetr_hf.cli import run_command
+from selfdetr_hf.command_options import add_threads_argument
+from selfdetr_hf.training.commands import add_train_arguments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
-    sys.exit(run_train(parser.parse_args()))
+    add_threads_argument(parser)
+    sys.exit(run_command("train", parser.parse_args()))

@@ -293,18 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run = COMMANDS[args.command][2]
+def run_command(command: str, args: argparse.Namespace) -> int:
+    """Run the subcommand ``command`` on parsed ``args`` (with ``--threads``); an error a user
+    can fix is printed as one line and gives exit status 2."""
+    run = COMMANDS[command][2]
     set_threads(args.threads)
     try:
         return run(args)
     except (ValueError, OSError) as error:
-        print(f"selfdetr {args.command}: error: {error}", file=sys.stderr)
+        print(f"selfdetr {command}: error: {error}", file=sys.stderr)
         return 2
     except StrictDataclassError as error:  # a config field out of range, e.g. in a model's config.json
-        print(f"selfdetr {args.command}: error: invalid configuration: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"selfdetr {command}: error: invalid configuration: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.command, args)
 
 
 if __name__ == "__main__":

@@ -307,16 +307,17 @@ def train(
                 accelerator.print(f"epoch {epoch}: average mAP {metrics['average_mAP']:.4f}")
                 accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=progress.completed_steps)
                 stop_if_asked(checkpoint)
-    bar.close()
+        bar.close()
 
-    metrics: dict[str, Any] = {}
-    eval_seconds = 0.0
-    if has_eval_data:
-        started = time.perf_counter()
-        metrics = run_evaluation()
-        eval_seconds = time.perf_counter() - started
-        accelerator.print(f"step {progress.completed_steps}: average mAP {metrics['average_mAP']:.4f}")
-        accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=progress.completed_steps)
+        metrics: dict[str, Any] = {}
+        eval_seconds = 0.0
+        if has_eval_data:
+            started = time.perf_counter()
+            metrics = run_evaluation()
+            eval_seconds = time.perf_counter() - started
+            accelerator.print(f"step {progress.completed_steps}: average mAP {metrics['average_mAP']:.4f}")
+            accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=progress.completed_steps)
+            stop_if_asked(checkpoint)  # a stop during the final evaluation keeps the trained steps
     accelerator.wait_for_everyone()
     state_dict = ema.state_dict() if ema is not None else accelerator.get_state_dict(model)
     if accelerator.is_main_process:

@@ -22,9 +22,9 @@ from ..evaluation.commands import TIOU_PRESETS
 from ..evaluation.detection_map import map_table
 from ..processing_self_detr import SelfDetrProcessor
 from .accelerate_loop import AccelerateTrainingArguments, train
-from .interrupts import TrainingInterrupted
+from .interrupts import StoppedAtOnce, TrainingInterrupted
 from .recipes import RECIPES, TrainingRecipe
-from .run_folder import RunFolderError, check_output_dir, run_artefacts
+from .run_folder import RunFolderError, check_output_dir, how_to_continue, run_artefacts
 
 PRESET_SUBSETS = {
     "thumos14": ("validation", "test"),
@@ -235,11 +235,14 @@ def run_train(args: argparse.Namespace) -> int:
         tiou_thresholds=TIOU_PRESETS[args.preset],
         progress=not args.no_progress,
     )
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
     check_output_dir(Path(args.output_dir), resume=args.resume, overwrite=args.overwrite)  # before loading data
+    hide_progress_bars(args.no_progress)
     try:
         metrics = _load_and_train(args, training_args)
     except KeyboardInterrupt as stop:
-        return report_interrupt("train", stop, "continue with the same command and --resume")
+        return report_interrupt("train", stop, how_to_continue(Path(args.output_dir)))
     report_run(args.output_dir, metrics, push_to=args.push_to_hub)
     return 0
 
@@ -290,6 +293,16 @@ def model_card_renderer(config, *, dataset_name: str, repo_id: str) -> Callable[
     )
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a ``--push-to-hub`` repository id the Hub would refuse, before any training."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--push-to-hub {repo_id!r}: {error}") from None
+
+
 def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) -> None:
     """Print the mAP table of a finished run and, when asked, push the run's model."""
     from accelerate import PartialState
@@ -301,7 +314,19 @@ def report_run(output_dir: str | Path, metrics: dict, *, push_to: str | None) ->
     if metrics:
         print(map_table(metrics["tiou_thresholds"], metrics["mAP"], metrics["average_mAP"]))
     if push_to:
-        print(f"pushed to {push_model(Path(output_dir), push_to)}")
+        try:
+            url = push_model(Path(output_dir), push_to)
+        except OSError as error:
+            raise OSError(f"{error}; the model is saved: push it with `selfdetr push {output_dir} {push_to}`") from None
+        print(f"pushed to {url}")
+
+
+def hide_progress_bars(hide: bool) -> None:
+    """With ``--no-progress``, hide transformers' bars too (such as the one of saving a model)."""
+    if hide:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
 
 
 def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
@@ -311,7 +336,8 @@ def report_interrupt(command: str, stop: KeyboardInterrupt, how_on: str) -> int:
     if isinstance(stop, TrainingInterrupted):
         message, status = f"{stop}; {how_on}", 128 + stop.signal_number
     else:
-        message, status = f"{stop or 'interrupted'}, nothing saved now; {how_on}", 128 + signal.SIGINT
+        number = stop.signal_number if isinstance(stop, StoppedAtOnce) else signal.SIGINT
+        message, status = f"{str(stop) or 'interrupted'}, nothing saved now; {how_on}", 128 + number
     if PartialState().is_main_process:
         print(f"selfdetr {command}: {message}", file=sys.stderr)
     return status
@@ -354,6 +380,7 @@ def run_demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     _claim_demo_output(output_dir, overwrite=args.overwrite)
+    hide_progress_bars(args.no_progress)
     videos = make_synthetic_videos(96, num_classes=5, feature_dim=64, seed=args.seed)
     processor = SelfDetrProcessor.thumos14()
     train_dataset = videos.dataset(processor, subset="train", training=True)

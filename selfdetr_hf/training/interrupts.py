@@ -27,9 +27,17 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"{name}: stopped after step {step} of {total_steps}, training state saved in {checkpoint}")
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A run stopped by a second signal, without saving anything."""
+
+    def __init__(self, signal_number: int):
+        self.signal_number = signal_number
+        super().__init__(f"{signal.Signals(signal_number).name} again: stopped at once")
+
+
 class StopRequest:
     """Records the first stop signal (``signal_number``), announcing it on stderr when
-    ``announce``; the second raises `KeyboardInterrupt` wherever the program is."""
+    ``announce``; the second raises `StoppedAtOnce` wherever the program is."""
 
     def __init__(self, announce: bool = True):
         self.announce = announce
@@ -37,7 +45,7 @@ class StopRequest:
 
     def handle(self, signal_number: int, frame) -> None:
         if self.signal_number is not None:
-            raise KeyboardInterrupt(f"{signal.Signals(signal_number).name} again: stopped at once")
+            raise StoppedAtOnce(signal_number)
         self.signal_number = signal_number
         if self.announce:
             print(

@@ -43,12 +43,13 @@ class TrainingRecipe:
             _require(name, getattr(self, name), isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                      "an integer >= 1")  # fmt: skip
         _require("seed", self.seed, isinstance(self.seed, int) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)")
-        _require("learning_rate", self.learning_rate, self.learning_rate > 0, "> 0")
-        _require("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
-        _require("lr_drop_factor", self.lr_drop_factor, self.lr_drop_factor > 0, "> 0")
+        _require("learning_rate", self.learning_rate, 0 < self.learning_rate < math.inf, "> 0 and finite")
+        _require("weight_decay", self.weight_decay, 0 <= self.weight_decay < math.inf, ">= 0 and finite")
+        _require("lr_drop_factor", self.lr_drop_factor, 0 < self.lr_drop_factor < math.inf, "> 0 and finite")
         _require("lr_drop_epochs", self.lr_drop_epochs, all(epoch >= 0 for epoch in self.lr_drop_epochs), ">= 0")
-        _require("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
-        _require("grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip > 0, "> 0 (or None)")
+        _require("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs < math.inf, ">= 0 and finite")
+        _require("grad_clip", self.grad_clip, self.grad_clip is None or 0 < self.grad_clip < math.inf,
+                 "> 0 and finite (or None)")  # fmt: skip
         _require("ema_decay", self.ema_decay, self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1) (or None)")
 
     def with_overrides(self, **overrides) -> TrainingRecipe:

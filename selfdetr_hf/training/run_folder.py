@@ -41,7 +41,7 @@ LOG_FILE = "train_log.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_FILE = "checkpoint.json"
 _FINAL_STAGING = ".final_model.partial"
-_RUN_ARTEFACTS = (
+RUN_ARTEFACTS = (
     RUN_FILE, LOG_FILE, "train_log.before_resume_*.jsonl", CHECKPOINTS_DIR, "logs", "config.json",
     "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
     "README.md", "metrics.json", _FINAL_STAGING,
@@ -52,15 +52,26 @@ class RunFolderError(ValueError):
     """An output folder that cannot be used as asked (in use, another run, other settings)."""
 
 
-def run_artefacts(output_dir: Path) -> list[Path]:
-    """The files and folders of a training run found in ``output_dir``, sorted."""
+def run_artefacts(output_dir: Path, artefacts: tuple[str, ...] = RUN_ARTEFACTS) -> list[Path]:
+    """The files and folders of a training run found in ``output_dir`` (glob patterns
+    ``artefacts``, by default those of this library's runs), sorted."""
     if not output_dir.is_dir():
         return []
-    return sorted({path for pattern in _RUN_ARTEFACTS for path in output_dir.glob(pattern)})
+    return sorted({path for pattern in artefacts for path in output_dir.glob(pattern)})
 
 
-def check_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def check_output_dir(
+    output_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    artefacts: tuple[str, ...] = RUN_ARTEFACTS,
+    resume_from: str = RUN_FILE,
+) -> None:
     """Refuse, before anything is written, a folder that a run may not use as asked.
+
+    ``artefacts`` are the run's files (glob patterns); ``resume_from`` is the pattern a run
+    to resume must have (``run.json`` of this library's runs; ``checkpoint-*`` of Trainer's).
 
     Raises:
         RunFolderError: ``resume`` and ``overwrite`` together; ``output_dir`` is a file;
@@ -72,10 +83,10 @@ def check_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> None
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"output folder {output_dir} is a file")
     if resume:
-        if not (output_dir / RUN_FILE).is_file():
-            raise RunFolderError(f"--resume: {output_dir} holds no run to continue (no {RUN_FILE})")
+        if not any(output_dir.glob(resume_from)):
+            raise RunFolderError(f"--resume: {output_dir} holds no run to continue (no {resume_from})")
         return
-    found = run_artefacts(output_dir)
+    found = run_artefacts(output_dir, artefacts)
     if found and not overwrite:
         names = ", ".join(path.name + "/" * path.is_dir() for path in found)
         raise RunFolderError(
@@ -84,9 +95,9 @@ def check_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> None
         )
 
 
-def clear_run(output_dir: Path) -> None:
+def clear_run(output_dir: Path, artefacts: tuple[str, ...] = RUN_ARTEFACTS) -> None:
     """Delete every run artefact of ``output_dir`` (checkpoints included), nothing else."""
-    for path in run_artefacts(output_dir):
+    for path in run_artefacts(output_dir, artefacts):
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -220,6 +231,20 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, run_id: str, ste
             shutil.rmtree(old.path)
     accelerator.wait_for_everyone()
     return final
+
+
+def how_to_continue(output_dir: Path) -> str:
+    """What a user does next with a run stopped in ``output_dir``: resume it when it has a
+    checkpoint, otherwise start it again (with ``--overwrite`` once the folder holds a run)."""
+    try:
+        resumable = bool(run_checkpoints(output_dir, RunIdentity.read(output_dir).run_id))
+    except (OSError, RunFolderError):
+        resumable = False
+    if resumable:
+        return "continue with the same command and --resume"
+    if run_artefacts(output_dir):
+        return "no checkpoint to resume from: start again with --overwrite"
+    return "start again with the same command"
 
 
 def truncate_log(output_dir: Path, step: int) -> Path | None:

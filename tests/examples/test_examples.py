@@ -64,3 +64,61 @@ def test_train_accelerate_script_trains_in_bf16_and_writes_a_card(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "model-index" in card and "Self-DETR" in card
     assert SelfDetrForActionDetection.from_pretrained(tmp_path).config.num_queries == 6
+
+
+def test_train_accelerate_script_refuses_a_used_folder_in_one_line(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    command = [sys.executable, str(EXAMPLES / "train_accelerate.py"), "--synthetic", "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"selfdetr train: error: {tmp_path} already holds a training run (model.safetensors, run.json): "
+        + "continue it with --resume, or delete it and start afresh with --overwrite"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.safetensors", "run.json"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_finetune_trainer_refuses_a_folder_holding_a_model_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    command = [sys.executable, str(EXAMPLES / "finetune_trainer.py"), "--synthetic", "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"finetune_trainer.py: error: {tmp_path} already holds a training run (config.json, model.safetensors): "
+        + "continue it with --resume, or delete it and start afresh with --overwrite"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_finetune_trainer_overwrites_only_its_run_and_resumes_from_its_checkpoint(tmp_path, make_small_config):
+    example = load_example("finetune_trainer")
+    torch.manual_seed(0)
+    SelfDetrForActionDetection(make_small_config()).save_pretrained(tmp_path / "pretrained")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "checkpoint-99").mkdir()
+    (output / "notes.txt").write_text("mine")
+    options = [
+        "--model", str(tmp_path / "pretrained"), "--synthetic", "--synthetic-feature-dim", "16", "--epochs", "0.1",
+        "--output-dir", str(output),
+    ]  # fmt: skip
+    example.main([*options, "--overwrite"])
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert (output / "notes.txt").read_text() == "mine"
+    state = (output / "checkpoint-3" / "trainer_state.json").read_bytes()
+    example.main([*options, "--resume"])  # every step is in checkpoint-3: nothing is trained or saved again
+    assert (output / "checkpoint-3" / "trainer_state.json").read_bytes() == state
+
+
+def test_finetune_trainer_refuses_zero_epochs_before_writing_anything(tmp_path):
+    command = [
+        sys.executable, str(EXAMPLES / "finetune_trainer.py"), "--synthetic", "--epochs", "0",
+        "--output-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("argument --epochs: must be a positive number, got 0")
+    assert not (tmp_path / "out").exists()

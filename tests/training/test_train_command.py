@@ -51,8 +51,8 @@ def train_command(dataset, output_dir, *options):
     ]  # fmt: skip
 
 
-def run_cli(arguments, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_cli(arguments, env=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "selfdetr_hf.cli", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env, **kwargs,
@@ -175,6 +175,7 @@ def test_the_same_seed_gives_bit_identical_runs_from_a_new_model(dataset, tmp_pa
         (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
         (["--max-steps", "0"], "max_steps must be an integer >= 1; got 0"),
         (["--learning-rate=-1e-3"], "learning_rate must be > 0"),
+        (["--learning-rate", "inf"], "learning_rate must be > 0 and finite; got inf"),
         (["--batch-size", "-4"], "batch_size must be an integer >= 1"),
         (["--checkpoint-every", "-1"], "checkpoint_every must be an integer >= 0"),
         (["--batch-size", "6", "--gradient-accumulation-steps", "4"], "must split into gradient_accumulation_steps"),
@@ -213,3 +214,76 @@ def test_demo_is_bit_identical_for_a_seed_and_asks_before_replacing_its_results(
     second = folder_bytes(tmp_path)
     for name in ("metrics.json", "model/model.safetensors", "model/train_log.jsonl"):
         assert second[name] == first[name], name
+
+
+def test_a_stop_during_the_final_evaluation_checkpoints_the_trained_steps(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import accelerate_loop
+
+    assert main(train_command(dataset, tmp_path / "straight", "--max-steps", "3")) == 0
+    evaluate = accelerate_loop.evaluate
+
+    def interrupted_evaluation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", interrupted_evaluation)
+    output = tmp_path / "interrupted"
+    capsys.readouterr()
+    assert main(train_command(dataset, output, "--max-steps", "3")) == 128 + signal.SIGINT
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("selfdetr train: SIGINT: stopped after step 3 of 3") and message.endswith("--resume")
+    assert (output / "checkpoints" / "step_3" / "checkpoint.json").is_file()
+    assert not (output / "model.safetensors").exists()
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", evaluate)
+    assert main(train_command(dataset, output, "--max-steps", "3", "--resume")) == 0
+    assert (output / "metrics.json").read_bytes() == (tmp_path / "straight" / "metrics.json").read_bytes()
+    assert (output / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
+
+
+def test_a_stop_before_training_names_no_resume_when_nothing_can_resume(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import commands
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "load_data", stopped)
+    assert main(train_command(dataset, tmp_path / "run")) == 128 + signal.SIGINT
+    assert error_line(capsys.readouterr().err) == (
+        "selfdetr train: interrupted, nothing saved now; start again with the same command"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_repository_id_the_hub_refuses_is_refused_before_training(dataset, tmp_path, capsys):
+    assert main(train_command(dataset, tmp_path / "run", "--push-to-hub", "my org/model")) == 2
+    error = error_line(capsys.readouterr().err)
+    assert error.startswith("selfdetr train: error: --push-to-hub 'my org/model': Repo id must ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreachable_hub_keeps_the_model_and_says_how_to_push_it(dataset, tmp_path):
+    output = tmp_path / "run"
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test"}
+    process = run_cli(train_command(dataset, output, "--max-steps", "1", "--push-to-hub", "me/model"), env=env)
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 2
+    assert error_line(stderr).endswith(f"the model is saved: push it with `selfdetr push {output} me/model`")
+    assert "Writing model shards" not in stderr  # --no-progress hides transformers' bars too
+    assert SelfDetrForActionDetection.from_pretrained(output).config.num_labels == 2
+
+
+def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(dataset, tmp_path, monkeypatch, capsys):
+    from selfdetr_hf.training import accelerate_loop
+
+    def twice_stopped_evaluation(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(accelerate_loop, "evaluate", twice_stopped_evaluation)
+    assert main(train_command(dataset, tmp_path / "run", "--max-steps", "1")) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "selfdetr train: SIGTERM again: stopped at once, nothing saved now; "
+        "no checkpoint to resume from: start again with --overwrite"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
