@@ -665,6 +665,12 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         self.query_anchors = nn.Embedding(config.num_queries, 2)
         self.post_init()
 
+    def get_input_embeddings(self) -> SelfDetrInputProjection:
+        """The input projection, the model's entry point: `enable_input_require_grads` hooks it,
+        so that checkpointed layers of a frozen model (adapters, reentrant checkpointing) pass
+        gradients."""
+        return self.input_projection
+
     @can_return_tuple
     def forward(
         self,

@@ -502,6 +502,28 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
         torch.testing.assert_close(gradients[name], gradient, atol=1e-5, rtol=0, msg=name)
 
 
+def test_adapters_on_a_frozen_model_train_under_reentrant_checkpointing(tiny_config):
+    from peft import LoraConfig, get_peft_model
+
+    features = torch.randn(2, 16, 32)
+
+    def adapter_gradients(checkpointing):
+        torch.manual_seed(0)
+        model = SelfDetrForActionDetection(tiny_config)
+        if checkpointing:  # PEFT then asks the model for inputs that require gradients
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["fc1", "fc2"], init_lora_weights=False))
+        torch.manual_seed(1)  # dropout: the RNG state is replayed
+        model.train()(input_features=features, labels=make_labels()).loss.backward()
+        return {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+    plain = adapter_gradients(False)
+    checkpointed = adapter_gradients(True)
+    assert plain.keys() == checkpointed.keys() and any("encoder.layers.0" in name for name in plain)
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-5, rtol=0, msg=name)
+
+
 def test_decoder_hidden_states_start_with_the_input_and_end_normalised(tiny_config):
     outputs = SelfDetrForActionDetection(tiny_config).eval()(
         input_features=torch.randn(2, 16, 32), output_hidden_states=True
