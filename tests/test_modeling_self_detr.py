@@ -302,6 +302,13 @@ def test_unknown_label_names_the_sample(tiny_config):
         SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 10, 32), labels=labels)
 
 
+def test_segments_in_seconds_instead_of_normalised_are_refused(tiny_config):
+    labels = make_labels()
+    labels[1]["segments"] = torch.tensor([[12.5, 4.0]])  # seconds, not fractions of the window
+    with pytest.raises(ValueError, match=r"labels\[1\]\['segments'\] holds \[\[12.5, 4.0\]\]: .* in \[0, 1\]"):
+        SelfDetrForActionDetection(tiny_config)(input_features=torch.randn(2, 10, 32), labels=labels)
+
+
 def test_save_and_load_give_identical_outputs(tiny_config, tmp_path):
     model = SelfDetrForActionDetection(tiny_config).eval()
     model.save_pretrained(tmp_path)
