@@ -1,5 +1,6 @@
 """Configuration of Self-DETR (Kim et al., ICCV 2023) for temporal action detection."""
 
+import math
 from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
@@ -18,7 +19,7 @@ EncoderAggregation = Literal["matmul", "average", "last"]
 DecoderGuidance = Literal["layer", "last", "average"]
 FeedbackMaps = Literal["after_dropout", "before_dropout"]
 
-non_negative = interval(min=0)
+non_negative = interval(min=0, max=math.inf, exclude_max=True)  # finite: an infinite weight or cost is no setting
 
 
 @strict

@@ -178,3 +178,9 @@ def test_a_stored_label2id_that_disagrees_with_id2label_is_derived_again(tmp_pat
     settings = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**settings, "label2id": {"old": 0}}))
     assert SelfDetrConfig.from_pretrained(tmp_path).label2id == {"a": 0, "b": 1}
+
+
+@pytest.mark.parametrize("field", ["class_cost", "l1_loss_weight", "focal_gamma", "decoder_feedback_weight"])
+def test_an_infinite_weight_or_cost_is_refused(field):
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"(?s)field '{field}'.*smaller than inf, got inf"):
+        SelfDetrConfig(**{field: float("inf")})
