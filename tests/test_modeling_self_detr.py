@@ -554,24 +554,6 @@ def test_per_head_attentions_average_to_the_maps_the_loss_uses(tiny_config):
         torch.testing.assert_close(per_head.loss_dict[name], value, msg=name)
 
 
-def test_docstring_examples_run():
-    """The examples of the model's docstrings, read by transformers' doctest parser
-    (which ends an example's expected output at its closing code fence)."""
-    import doctest
-
-    from transformers.testing_utils import HfDocTestParser
-
-    from selfdetr_hf import modeling_self_detr
-
-    finder = doctest.DocTestFinder(parser=HfDocTestParser())
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    examples = [test for test in finder.find(modeling_self_detr) if test.examples]
-    assert {test.name.split(".")[-2] for test in examples} >= {"SelfDetrModel", "SelfDetrForActionDetection"}
-    for test in examples:
-        runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
-
-
 def test_anchor_refinement_stays_in_float32_in_a_bfloat16_model(tiny_config):
     model = SelfDetrForActionDetection(tiny_config).eval()
     with torch.no_grad():
