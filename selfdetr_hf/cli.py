@@ -185,7 +185,11 @@ def _parse_id2label(args: argparse.Namespace) -> dict[int, str] | None:
         with open(text, encoding="utf-8") as handle:
             text = handle.read()
     names = json.loads(text)
-    return dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    if isinstance(names, list):
+        return dict(enumerate(names))
+    if not isinstance(names, dict) or not all(str(key).isdigit() for key in names):
+        raise ValueError(f"--id2label: expected a list of names or an {{id: name}} object with ids 0, 1, ...; got {text}")
+    return {int(key): name for key, name in names.items()}
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -204,10 +208,9 @@ def _run_convert(args: argparse.Namespace) -> int:
             f"{args.output_dir} already holds a model ({', '.join(path.name for path in found)}): "
             "choose another folder, or replace it with --overwrite"
         )
+    id2label = _parse_id2label(args)
     checkpoint = load_original_checkpoint(args.checkpoint)
-    model = convert_original_checkpoint(
-        checkpoint, args.output_dir, id2label=_parse_id2label(args), num_attention_heads=args.num_heads
-    )
+    model = convert_original_checkpoint(checkpoint, args.output_dir, id2label=id2label, num_attention_heads=args.num_heads)
     config = model.config
     print(
         f"converted {args.checkpoint} -> {args.output_dir}: {config.encoder_layers} encoder / "

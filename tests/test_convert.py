@@ -207,3 +207,14 @@ def test_cli_convert_refuses_a_folder_holding_a_model_unless_asked_to_overwrite(
     assert main(["convert", str(fixture_dir / "checkpoint.pth"), str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
     assert SelfDetrForActionDetection.from_pretrained(out).config.num_queries == 10
+
+
+def test_cli_convert_names_id2label_when_it_is_not_class_names(tmp_path, run_selfdetr):
+    names = '{"jump": 0}'  # a label2id, not an id2label
+    result = run_selfdetr("convert", str(tmp_path / "original.pth"), str(tmp_path / "out"), "--id2label", names)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "selfdetr convert: error: --id2label: expected a list of names or an {id: name} object with ids 0, 1, ...; "
+        f"got {names}"
+    )
+    assert not (tmp_path / "out").exists()
