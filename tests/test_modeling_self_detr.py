@@ -5,11 +5,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel
+from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrModel, SelfDetrProcessor
 from selfdetr_hf.convert import rename_original_key
 from selfdetr_hf.modeling_self_detr import SelfDetrDecoderSelfAttention, inverted_dropout
 
@@ -375,6 +376,16 @@ def test_loading_in_bfloat16_on_a_device_map(tiny_config, tmp_path):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     outputs = model(input_features=torch.randn(2, 16, 32, dtype=torch.bfloat16), labels=make_labels())
     assert torch.isfinite(outputs.loss) and outputs.pred_segments.shape == (2, 8, 2)
+
+
+def test_a_bfloat16_model_takes_the_processors_float32_features(tiny_config, tmp_path):
+    SelfDetrForActionDetection(tiny_config).save_pretrained(tmp_path)
+    model = SelfDetrForActionDetection.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    inputs = SelfDetrProcessor.thumos14()(np.random.default_rng(0).normal(size=(60, 32)), return_tensors="pt")
+    assert inputs["input_features"].dtype == torch.float32
+    outputs = model(**inputs)
+    expected = model(input_features=inputs["input_features"].bfloat16(), attention_mask=inputs["attention_mask"])
+    assert outputs.logits.dtype == torch.bfloat16 and torch.equal(outputs.logits, expected.logits)
 
 
 def test_input_projection_runs_through_its_own_forward(tiny_config):
