@@ -172,6 +172,7 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--num-labels", type=int, help="number of classes (checked against the checkpoint)")
     labels.add_argument("--id2label", help="class names: a JSON file or inline JSON, a list or an {id: name} object")
     parser.add_argument("--num-heads", type=int, help="attention heads, when the checkpoint does not record them")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already saved in output_dir")
 
 
 def _parse_id2label(args: argparse.Namespace) -> dict[int, str] | None:
@@ -184,7 +185,11 @@ def _parse_id2label(args: argparse.Namespace) -> dict[int, str] | None:
         with open(text, encoding="utf-8") as handle:
             text = handle.read()
     names = json.loads(text)
-    return dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    if isinstance(names, list):
+        return dict(enumerate(names))
+    if not isinstance(names, dict) or not all(str(key).isdigit() for key in names):
+        raise ValueError(f"--id2label: expected a list of names or an {{id: name}} object with ids 0, 1, ...; got {text}")
+    return {int(key): name for key, name in names.items()}
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -193,12 +198,19 @@ def _run_convert(args: argparse.Namespace) -> int:
         load_original_checkpoint,
         recorded_hyperparameters,
         recorded_training_settings,
+        saved_model_files,
     )
+    from .detection_files import check_output_folder
 
+    found = saved_model_files(check_output_folder(args.output_dir))
+    if found and not args.overwrite:
+        raise ValueError(
+            f"{args.output_dir} already holds a model ({', '.join(path.name for path in found)}): "
+            "choose another folder, or replace it with --overwrite"
+        )
+    id2label = _parse_id2label(args)
     checkpoint = load_original_checkpoint(args.checkpoint)
-    model = convert_original_checkpoint(
-        checkpoint, args.output_dir, id2label=_parse_id2label(args), num_attention_heads=args.num_heads
-    )
+    model = convert_original_checkpoint(checkpoint, args.output_dir, id2label=id2label, num_attention_heads=args.num_heads)
     config = model.config
     print(
         f"converted {args.checkpoint} -> {args.output_dir}: {config.encoder_layers} encoder / "

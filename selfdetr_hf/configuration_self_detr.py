@@ -1,5 +1,6 @@
 """Configuration of Self-DETR (Kim et al., ICCV 2023) for temporal action detection."""
 
+import math
 from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
@@ -18,7 +19,7 @@ EncoderAggregation = Literal["matmul", "average", "last"]
 DecoderGuidance = Literal["layer", "last", "average"]
 FeedbackMaps = Literal["after_dropout", "before_dropout"]
 
-non_negative = interval(min=0)
+non_negative = interval(min=0, max=math.inf, exclude_max=True)  # finite: an infinite weight or cost is no setting
 
 
 @strict
@@ -59,7 +60,8 @@ class SelfDetrConfig(PreTrainedConfig):
             Groups of the GroupNorm after the input projection; must divide `d_model`.
         id2label (`dict[int, str]`, *optional*):
             Class names; defaults to the 20 THUMOS14 classes. A single class (e.g. `{0: "action"}`)
-            gives class-agnostic training (ActivityNet).
+            gives class-agnostic training (ActivityNet). Ids are 0..n-1, names distinct; `label2id` is
+            derived from it.
         class_cost (`float`, *optional*, defaults to 6.0):
             Weight of the focal classification cost in the Hungarian matching.
         segment_cost (`float`, *optional*, defaults to 5.0):
@@ -166,16 +168,27 @@ class SelfDetrConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.id2label is None and "num_labels" not in kwargs:
             self.id2label = dict(enumerate(THUMOS14_CLASSES))
-        super().__post_init__(**kwargs)
-        if self.label2id is None:
-            self.label2id = {name: index for index, name in self.id2label.items()}
+        given = self.label2id
+        super().__post_init__(**kwargs)  # makes the ids of id2label integers; label2id follows
+        if given is not None and {name: int(index) for name, index in given.items()} != self.label2id:
+            self.label2id = given  # a label2id of other classes: refused by validate_labels
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """`label2id` is derived from `id2label`: setting `id2label` (or `num_labels`) updates it,
+        and a `label2id` of None is the inverse of `id2label`."""
+        if name == "label2id" and value is None and getattr(self, "id2label", None) is not None:
+            value = _inverse(self.id2label)
+        super().__setattr__(name, value)
+        if name == "id2label" and value is not None:
+            super().__setattr__("label2id", _inverse(value))
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
         """As `PreTrainedConfig.from_dict`, which `from_pretrained` calls; overrides in `kwargs`
         are set one by one after construction (each field checked alone), so the fields that
-        constrain each other are checked again once all are set."""
-        loaded = super().from_dict(config_dict, **kwargs)
+        constrain each other are checked again once all are set. The stored `label2id` is
+        derived again from `id2label`."""
+        loaded = super().from_dict({k: v for k, v in config_dict.items() if k != "label2id"}, **kwargs)
         (loaded[0] if kwargs.get("return_unused_kwargs") else loaded).validate()
         return loaded
 
@@ -194,9 +207,26 @@ class SelfDetrConfig(PreTrainedConfig):
             raise ValueError("class_cost, segment_cost and tiou_cost cannot all be 0")
 
     def validate_labels(self) -> None:
-        """At least one class is named."""
+        """Classes are numbered 0..n-1 with distinct names, and `label2id` is the inverse of `id2label`."""
         if not self.id2label:
             raise ValueError("id2label must name at least one class")
+        ids = sorted(self.id2label)
+        if ids != list(range(len(ids))):
+            raise ValueError(f"id2label must number its classes 0..{len(ids) - 1}; got ids {ids}")
+        names = list(self.id2label.values())
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"id2label names {', '.join(map(repr, repeated))} more than once")
+        if self.label2id is None or {name: int(i) for name, i in self.label2id.items()} != _inverse(self.id2label):
+            raise ValueError(
+                f"label2id {self.label2id} is not the inverse of id2label {self.id2label} (leave label2id out: "
+                "it is derived from id2label)"
+            )
+
+
+def _inverse(id2label: dict) -> dict:
+    """``{name: id}`` of ``{id: name}``."""
+    return {name: index for index, name in id2label.items()}
 
 
 __all__ = ["SelfDetrConfig"]

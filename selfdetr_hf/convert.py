@@ -79,6 +79,18 @@ TRAINING_SETTINGS = {
 }
 
 
+# What ``save_pretrained`` writes (or, for stale shards, deletes) in its folder.
+SAVED_MODEL_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
+
+
+def saved_model_files(output_dir: str | Path) -> list[Path]:
+    """The files of ``output_dir`` that writing a converted model there would replace, sorted."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted({path for pattern in SAVED_MODEL_FILES for path in output_dir.glob(pattern)})
+
+
 class CheckpointConversionError(ValueError):
     """An original checkpoint that cannot be converted; the message names the cause."""
 

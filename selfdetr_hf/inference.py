@@ -109,6 +109,7 @@ def detect_video(
         outputs = model(
             input_features=inputs["input_features"][start : start + batch_size].to(device),
             attention_mask=inputs["attention_mask"][start : start + batch_size].to(device),
+            return_dict=True,
         )
         logits.append(outputs.logits.float().cpu())
         segments.append(outputs.pred_segments.float().cpu())

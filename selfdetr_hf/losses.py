@@ -76,6 +76,11 @@ def check_labels(labels: Sequence[dict[str, torch.Tensor]], batch_size: int, num
             raise ValueError(f"labels[{index}]['class_labels'] holds {classes.tolist()}, outside 0..{num_labels - 1}")
         if not torch.isfinite(segments).all():
             raise ValueError(f"labels[{index}]['segments'] holds NaN or Inf")
+        if len(segments) and (segments.min() < 0 or segments.max() > 1):
+            raise ValueError(
+                f"labels[{index}]['segments'] holds {segments.tolist()}: (center, width) must be normalised "
+                "by the window's length, in [0, 1]"
+            )
 
 
 class SelfDetrLoss:

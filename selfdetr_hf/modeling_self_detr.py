@@ -668,6 +668,12 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         self.query_anchors = nn.Embedding(config.num_queries, 2)
         self.post_init()
 
+    def get_input_embeddings(self) -> SelfDetrInputProjection:
+        """The input projection, the model's entry point: `enable_input_require_grads` hooks it,
+        so that checkpointed layers of a frozen model (adapters, reentrant checkpointing) pass
+        gradients."""
+        return self.input_projection
+
     @can_return_tuple
     def forward(
         self,
@@ -680,7 +686,7 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         r"""
         Args:
             input_features (`torch.FloatTensor` of shape `(batch_size, sequence_length, feature_dim)`):
-                Pre-extracted feature sequence of each window, channels last.
+                Pre-extracted feature sequence of each window, channels last; cast to the model's dtype.
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 1 for valid time steps, 0 for padding. Padding never changes the outputs of
                 valid steps. Defaults to all valid.
@@ -716,7 +722,8 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
         key_valid = None if bool(valid.all()) else valid
         need_weights = bool(output_attentions)
 
-        hidden = self.input_projection(input_features.transpose(1, 2)).transpose(1, 2).contiguous()  # (B, T, d)
+        features = input_features.to(self.dtype)  # float32 features from the processor into a bfloat16 model
+        hidden = self.input_projection(features.transpose(1, 2)).transpose(1, 2).contiguous()  # (B, T, d)
         hidden = masked_group_norm(hidden, valid, self.input_norm)
         position = temporal_position_embedding(valid, self.config.d_model).to(hidden.dtype)  # (B, T, d)
 

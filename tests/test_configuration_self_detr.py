@@ -138,3 +138,49 @@ def test_save_and_auto_config_round_trip(tmp_path):
     assert isinstance(loaded, SelfDetrConfig)
     assert loaded.id2label == {0: "a", 1: "b"}
     assert loaded.encoder_aggregation == "average" and loaded.decoder_feedback is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"id2label": {0: "a", 2: "b"}}, r"id2label must number its classes 0\.\.1; got ids \[0, 2\]"),
+        ({"id2label": {0: "a", 1: "a"}}, "id2label names 'a' more than once"),
+        ({"id2label": {0: "a", 1: "b"}, "label2id": {"b": 0, "a": 1}}, "label2id .* is not the inverse of id2label"),
+    ],
+)
+def test_ambiguous_class_names_are_refused(kwargs, message):
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        SelfDetrConfig(**kwargs)
+
+
+def test_label2id_follows_id2label_however_it_is_set(tmp_path, make_small_config):
+    config = SelfDetrConfig(id2label={"0": "a", "1": "b"})  # JSON keys
+    assert config.id2label == {0: "a", 1: "b"} and config.label2id == {"a": 0, "b": 1}
+    config.id2label = {0: "x"}
+    assert config.label2id == {"x": 0}
+    config.num_labels = 2
+    assert config.label2id == {"LABEL_0": 0, "LABEL_1": 1}
+
+    SelfDetrForActionDetection(make_small_config()).save_pretrained(tmp_path / "model")
+    names = {0: "run", 1: "walk", 2: "sit"}
+    for label2id in ({}, {"label2id": None}):
+        model = SelfDetrForActionDetection.from_pretrained(
+            tmp_path / "model", id2label=names, ignore_mismatched_sizes=True, **label2id
+        )
+        assert model.config.label2id == {"run": 0, "walk": 1, "sit": 2}
+    model.save_pretrained(tmp_path / "fine-tuned")
+    saved = json.loads((tmp_path / "fine-tuned" / "config.json").read_text())
+    assert saved["label2id"] == {"run": 0, "walk": 1, "sit": 2}
+
+
+def test_a_stored_label2id_that_disagrees_with_id2label_is_derived_again(tmp_path):
+    SelfDetrConfig(id2label={0: "a", 1: "b"}).save_pretrained(tmp_path)
+    settings = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**settings, "label2id": {"old": 0}}))
+    assert SelfDetrConfig.from_pretrained(tmp_path).label2id == {"a": 0, "b": 1}
+
+
+@pytest.mark.parametrize("field", ["class_cost", "l1_loss_weight", "focal_gamma", "decoder_feedback_weight"])
+def test_an_infinite_weight_or_cost_is_refused(field):
+    with pytest.raises(StrictDataclassFieldValidationError, match=f"(?s)field '{field}'.*smaller than inf, got inf"):
+        SelfDetrConfig(**{field: float("inf")})

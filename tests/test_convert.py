@@ -187,3 +187,34 @@ def test_checkpoint_without_training_settings_keeps_the_defaults(fixture_dir, tm
     config = SelfDetrForActionDetection.from_pretrained(tmp_path / "out").config
     assert (config.encoder_feedback, config.decoder_feedback, config.focal_loss_weight) == (True, True, 2.0)
     assert "training settings from the checkpoint: none recorded, defaults kept" in capsys.readouterr().out
+
+
+def test_cli_convert_refuses_a_folder_holding_a_model_unless_asked_to_overwrite(fixture_dir, tmp_path, run_selfdetr):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": 1}')
+    (out / "model-00001-of-00002.safetensors").write_text("mine")
+    (out / "notes.txt").write_text("mine")
+    result = run_selfdetr("convert", str(fixture_dir / "checkpoint.pth"), str(out), "--threads", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"selfdetr convert: error: {out} already holds a model (config.json, model-00001-of-00002.safetensors): "
+        "choose another folder, or replace it with --overwrite"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model-00001-of-00002.safetensors", "notes.txt"]
+    assert (out / "config.json").read_text() == '{"mine": 1}'
+
+    assert main(["convert", str(fixture_dir / "checkpoint.pth"), str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert SelfDetrForActionDetection.from_pretrained(out).config.num_queries == 10
+
+
+def test_cli_convert_names_id2label_when_it_is_not_class_names(tmp_path, run_selfdetr):
+    names = '{"jump": 0}'  # a label2id, not an id2label
+    result = run_selfdetr("convert", str(tmp_path / "original.pth"), str(tmp_path / "out"), "--id2label", names)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "selfdetr convert: error: --id2label: expected a list of names or an {id: name} object with ids 0, 1, ...; "
+        f"got {names}"
+    )
+    assert not (tmp_path / "out").exists()

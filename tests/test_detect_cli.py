@@ -201,6 +201,17 @@ def test_a_wrong_model_folder_is_one_line_naming_it(make_folder, saved_model, tm
     assert not (tmp_path / "out.json").exists()
 
 
+def test_a_model_saved_to_return_tuples_detects_and_diagnoses(tmp_path):
+    torch.manual_seed(0)
+    SelfDetrForActionDetection(small_config(return_dict=False)).save_pretrained(tmp_path / "model")
+    folder = write_videos(tmp_path / "features", {"a": 60, "b": 200})
+    result = detect(tmp_path / "model", "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(results(tmp_path / "out.json")) == ["a", "b"]
+    assert main(["diagnose", "--model", str(tmp_path / "model"), "--features", str(folder), "--output-dir",
+                 str(tmp_path / "d"), "--threads", "1"]) == 0  # fmt: skip
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda_is_one_line(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"v": 60})

@@ -60,6 +60,8 @@ def test_the_public_classes_have_examples():
         "selfdetr_hf.processing_self_detr.SelfDetrProcessor",
         "selfdetr_hf.processing_self_detr.SelfDetrProcessor.post_process_action_detection",
         "selfdetr_hf.data.collator.SelfDetrDataCollator",
+        "selfdetr_hf.modeling_self_detr.SelfDetrModel.forward",
+        "selfdetr_hf.modeling_self_detr.SelfDetrForActionDetection.forward",
     } <= names
 
 

@@ -57,6 +57,7 @@ def window_attention_maps(
         input_features=padded.view(num_windows, window_size, channels).to(device),
         attention_mask=mask.view(num_windows, window_size).to(device),
         output_attentions=True,
+        return_dict=True,
     )
     maps = {
         kind: [layer.float().cpu() for layer in layers]

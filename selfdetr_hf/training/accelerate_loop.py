@@ -366,7 +366,7 @@ def training_step(
         The model outputs (``loss``, ``loss_dict``, predictions).
     """
     with accelerator.accumulate(model):
-        outputs = model(**batch)
+        outputs = model(**batch, return_dict=True)
         accelerator.backward(outputs.loss)
         if accelerator.sync_gradients and grad_clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), grad_clip)
@@ -427,7 +427,7 @@ def predict_windows(
         batch.pop("labels", None)
         batch = {k: v.to(device) for k, v in batch.items()}
         with accelerator.autocast():
-            outputs = model(**batch)
+            outputs = model(**batch, return_dict=True)
         batch_records = [
             {"index": index, "logits": logits.float().cpu(), "pred_segments": segments.float().cpu()}
             for index, logits, segments in zip(indices, outputs.logits, outputs.pred_segments)

@@ -47,11 +47,11 @@ def test_windows_reach_the_model_on_its_device(tiny_model, tiny_config):
             self.placement = torch.nn.Parameter(torch.empty(0, device="meta"))
             self.model = tiny_model
 
-        def forward(self, input_features, attention_mask, output_attentions):
+        def forward(self, input_features, attention_mask, output_attentions, return_dict):
             seen.extend([input_features.device.type, attention_mask.device.type])
             return self.model(
                 input_features=torch.zeros(input_features.shape), attention_mask=torch.ones(attention_mask.shape),
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, return_dict=return_dict,
             )  # fmt: skip
 
     windows = window_attention_maps(ElsewhereModel(), torch.randn(70, tiny_config.feature_dim), window_size=32)

@@ -93,6 +93,17 @@ def test_evaluation_sees_every_window_once(videos, processor):
     assert predictions["logits"].shape == (len(dataset), 6, 3)
 
 
+def test_a_model_configured_to_return_tuples_trains_and_evaluates(videos, processor, tmp_path):
+    model = tiny_model(videos)
+    model.config.return_dict = False
+    recipe = TrainingRecipe(learning_rate=1e-3, batch_size=4, epochs=1, seed=0)
+    arguments = AccelerateTrainingArguments(output_dir=str(tmp_path), recipe=recipe, max_steps=2, progress=False)
+    train(model, processor, videos.dataset(processor, subset="train"), arguments)
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 2
+    dataset = videos.dataset(processor, subset="test", training=False)
+    assert predict_windows(model, dataset, Accelerator(), batch_size=4)["logits"].shape == (len(dataset), 6, 3)
+
+
 def test_step_schedule_drops_at_the_given_epochs():
     recipe = TrainingRecipe(learning_rate=2e-4, epochs=120, lr_drop_epochs=(80, 100))
     factors = [learning_rate_factor(epoch * 10, recipe, steps_per_epoch=10) for epoch in (0, 79, 80, 99, 100, 119)]
