@@ -149,6 +149,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     data = load_data(
         args, processor, train_subset=None, eval_subset=args.subset or EVERY_SUBSET,
         label_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+        feature_dim=model.config.feature_dim,
     )  # fmt: skip
     predictions = predict_windows(model, data.eval_dataset, Accelerator(), args.batch_size)
     detections = as_submission(
