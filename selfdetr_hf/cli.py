@@ -15,7 +15,14 @@ from collections.abc import Callable
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
 
-from .command_options import add_feature_arguments, add_threads_argument, positive_int, selected_features, set_threads
+from .command_options import (
+    add_feature_arguments,
+    add_overwrite_argument,
+    add_threads_argument,
+    positive_int,
+    selected_features,
+    set_threads,
+)
 from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
 from .features.commands import add_extract_arguments, add_extraction_arguments, run_extract
 from .training.commands import add_data_arguments, add_demo_arguments, add_train_arguments, run_demo, run_train
@@ -55,6 +62,7 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
+    add_overwrite_argument(parser, "an existing --output (and --plot)")
     extraction = add_extraction_arguments(parser, "feature extraction (with --videos; clips batched by --batch-size)")
     extraction.add_argument("--feature-dir", metavar="DIR", help="keep the features here (default: a temporary folder)")
 
@@ -68,7 +76,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     end (exit status 2), the others are written; ``--strict`` stops at the first one.
     """
     from .data.checks import short_videos_message
-    from .detection_files import DetectionWriter
+    from .detection_files import DetectionWriter, check_writable
     from .features.pipeline import detect_videos, extraction_timing
     from .inference import DetectionReport, VideoTiming, as_submission, iter_detections
 
@@ -76,7 +84,9 @@ def _run_detect(args: argparse.Namespace) -> int:
         raise ValueError("give --features or --videos (one of them)")
     if args.time_offset < 0:
         raise ValueError(f"--time-offset must be >= 0; got {args.time_offset}")
-    writer = DetectionWriter(args.output)
+    writer = DetectionWriter(args.output, overwrite=args.overwrite)
+    if args.plot:
+        check_writable(args.plot, overwrite=args.overwrite)
     model, processor = _load_model(args)
     report = DetectionReport(strict=args.strict)
     if args.videos:
@@ -130,6 +140,10 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", help="subset to evaluate (e.g. Test, validation); default: every video")
     parser.add_argument("--tiou", default="thumos14", help="thresholds: thumos14, activitynet or a list 0.3,0.5")
     parser.add_argument("--output-dir", required=True, help="where submission.json and metrics.json are written")
+    add_overwrite_argument(parser, "submission.json and metrics.json in --output-dir")
+
+
+EVALUATE_FILES = ("submission.json", "metrics.json")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -144,7 +158,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .training.accelerate_loop import predict_windows
     from .training.commands import EVERY_SUBSET, load_data
 
-    output_dir = check_output_folder(args.output_dir)
+    output_dir = check_output_folder(args.output_dir, EVALUATE_FILES, overwrite=args.overwrite)
     model, processor = _load_model(args)
     data = load_data(
         args, processor, train_subset=None, eval_subset=args.subset or EVERY_SUBSET,

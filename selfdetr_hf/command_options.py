@@ -60,6 +60,11 @@ def add_feature_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     return group
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser, replaced: str) -> None:
+    """``--overwrite``: replace the ``replaced`` files of an earlier run (else they are refused)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaced} (default: refuse)")
+
+
 def feature_folder(args: argparse.Namespace) -> FeatureFolder:
     """The `FeatureFolder` the feature options describe."""
     return FeatureFolder(
@@ -101,6 +106,7 @@ def set_threads(threads: int) -> None:
 
 __all__ = [
     "add_feature_arguments",
+    "add_overwrite_argument",
     "add_threads_argument",
     "default_threads",
     "feature_folder",

@@ -76,6 +76,23 @@ def test_bad_files_are_reported_by_name_after_the_good_videos_are_written(saved_
     assert not (tmp_path / "out.json.partial").exists()
 
 
+def test_an_existing_output_or_plot_is_kept_unless_asked(saved_model, tmp_path):
+    features = write_videos(tmp_path / "features", {"a": 200})
+    (tmp_path / "mine.json").write_text("my detections")
+    (tmp_path / "mine.png").write_text("my plot")
+    arguments = ["--features", features, "--feature-fps", 7.5]
+    result = detect(saved_model, *arguments, "--output", tmp_path / "mine.json")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("mine.json already exists: replace it with --overwrite, or choose another file")
+    result = detect(saved_model, *arguments, "--output", tmp_path / "new.json", "--plot", tmp_path / "mine.png")
+    assert result.returncode == 2 and "mine.png already exists" in result.stderr
+    assert (tmp_path / "mine.json").read_text() == "my detections"
+    assert (tmp_path / "mine.png").read_text() == "my plot"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features", "mine.json", "mine.png"]
+    assert detect(saved_model, *arguments, "--output", tmp_path / "mine.json", "--overwrite").returncode == 0
+    assert list(results(tmp_path / "mine.json")) == ["a"]
+
+
 def test_strict_stops_at_the_first_bad_file_and_writes_no_result(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"a_good": 60, "c_good": 60})
     (folder / "b_broken.npy").write_bytes(b"garbage")
@@ -112,7 +129,7 @@ def test_a_video_in_two_formats_is_an_error_naming_both_files(saved_model, tmp_p
     assert "v.npy" in result.stderr and "v.pt" in result.stderr and "--feature-extension" in result.stderr
     assert set(results(output)) == {"other"}
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--feature-extension", ".pt",
-                    "--output", output)  # fmt: skip
+                    "--output", output, "--overwrite")  # fmt: skip
     assert result.returncode == 0 and set(results(output)) == {"v"}
 
 
@@ -143,7 +160,7 @@ def test_several_folders_of_different_lengths_need_resampling_asked_for(saved_mo
     refused = detect(saved_model, *args)
     assert refused.returncode == 2 and "different lengths" in refused.stderr
     assert "rgb/v.npy (120, 8)" in refused.stderr and "flow/v.npy (60, 8)" in refused.stderr
-    resampled = detect(saved_model, *args, "--resample-features")
+    resampled = detect(saved_model, *args, "--resample-features", "--overwrite")
     assert resampled.returncode == 0 and set(results(output)) == {"v"}
 
 
