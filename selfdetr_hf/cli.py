@@ -19,6 +19,7 @@ from .command_options import (
     add_feature_arguments,
     add_overwrite_argument,
     add_threads_argument,
+    non_negative_float,
     positive_int,
     selected_features,
     set_threads,
@@ -58,7 +59,7 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
         "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
     )
     parser.add_argument(
-        "--time-offset", type=float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
+        "--time-offset", type=non_negative_float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
     )
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
@@ -82,8 +83,6 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     if bool(args.features) == bool(args.videos):
         raise ValueError("give --features or --videos (one of them)")
-    if args.time_offset < 0:
-        raise ValueError(f"--time-offset must be >= 0; got {args.time_offset}")
     writer = DetectionWriter(args.output, overwrite=args.overwrite)
     if args.plot:
         check_writable(args.plot, overwrite=args.overwrite)

@@ -26,6 +26,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number at or above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer above 0."""
     try:
@@ -110,6 +121,7 @@ __all__ = [
     "add_threads_argument",
     "default_threads",
     "feature_folder",
+    "non_negative_float",
     "positive_float",
     "positive_int",
     "selected_features",

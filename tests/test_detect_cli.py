@@ -120,6 +120,16 @@ def test_non_positive_feature_rates_are_refused(rate, tmp_path, capsys):
     assert "--feature-fps: must be a positive number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("offset", ["-1", "nan"])
+def test_a_negative_or_non_finite_time_offset_is_refused_before_anything_is_written(offset, saved_model, tmp_path):
+    features = write_videos(tmp_path / "features", {"a": 60})
+    result = detect(saved_model, "--features", features, "--feature-fps", 7.5, "--time-offset", offset,
+                    "--output", tmp_path / "out.json")  # fmt: skip
+    assert result.returncode == 2
+    assert f"argument --time-offset: must be a finite number >= 0, got {offset}" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features"]
+
+
 def test_a_video_in_two_formats_is_an_error_naming_both_files(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"v": 60, "other": 60})
     write_videos(folder, {"v": 60}, extension=".pt")
