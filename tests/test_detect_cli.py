@@ -5,6 +5,7 @@ folders, wrong rates, unwritable outputs and wrong model folders are one-line er
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -229,6 +230,18 @@ def test_a_wrong_model_folder_is_one_line_naming_it(make_folder, saved_model, tm
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_missing_model_folder_beside_existing_folders_is_not_looked_up_on_the_hub(tmp_path):
+    (tmp_path / "runs").mkdir()
+    write_videos(tmp_path / "features", {"a": 60})
+    command = [sys.executable, "-m", "selfdetr_hf.cli", "detect", "--model", "runs/thumos14", "--features", "features",
+               "--feature-fps", "7.5", "--output", "out.json", "--threads", "1"]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}  # a Hub look-up fails at once instead of retrying
+    result = subprocess.run(command, cwd=tmp_path, env=environment, check=False, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == "selfdetr detect: error: runs/thumos14: no such model folder\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features", "runs"]
+
+
 def test_device_cuda_without_cuda_is_one_line(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"v": 60})
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "o.json",
