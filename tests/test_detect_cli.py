@@ -94,6 +94,19 @@ def test_an_existing_output_or_plot_is_kept_unless_asked(saved_model, tmp_path):
     assert list(results(tmp_path / "mine.json")) == ["a"]
 
 
+def test_a_pt_file_torch_will_not_read_safely_is_one_line_naming_it(saved_model, tmp_path):
+    folder = write_videos(tmp_path / "features", {"good": 60})
+    torch.save({"feats": np.zeros((60, CHANNELS), dtype=np.float32)}, folder / "numpy_inside.pt")
+    result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("selfdetr")] == [
+        f"selfdetr detect: error: video 'numpy_inside': {folder / 'numpy_inside.pt'}: not a tensor or a dict of "
+        "tensors that torch.load(weights_only=True) can read",
+        f"selfdetr detect: error: 1 of 2 videos could not be used (listed above); the other 1 are in {tmp_path / 'out.json'}",
+    ]
+    assert set(results(tmp_path / "out.json")) == {"good"}
+
+
 def test_strict_stops_at_the_first_bad_file_and_writes_no_result(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"a_good": 60, "c_good": 60})
     (folder / "b_broken.npy").write_bytes(b"garbage")
