@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
@@ -307,10 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warnings_as_one_line(command: str) -> None:
+    """Print the package's own warnings as ``selfdetr COMMAND: warning: message``, without
+    Python's file name and source line; other libraries' warnings keep their format."""
+    package = Path(__file__).parent
+    standard = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None) -> str:
+        if Path(filename).is_relative_to(package):
+            return f"selfdetr {command}: warning: {message}\n"
+        return standard(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = COMMANDS[args.command][2]
     set_threads(args.threads)
+    _print_warnings_as_one_line(args.command)
     try:
         return run(args)
     except (ValueError, OSError) as error:
