@@ -107,6 +107,16 @@ def test_a_pt_file_torch_will_not_read_safely_is_one_line_naming_it(saved_model,
     assert set(results(tmp_path / "out.json")) == {"good"}
 
 
+def test_a_channels_first_file_is_named_with_the_option_that_reads_it(saved_model, tmp_path):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    np.save(folder / "v.npy", np.zeros((CHANNELS, 60), dtype=np.float32))
+    result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    assert "video 'v': features have 60 channels, expected 16" in result.stderr
+    assert "v.npy) (channels first? use layout='CT', or --feature-layout CT)" in result.stderr
+
+
 def test_strict_stops_at_the_first_bad_file_and_writes_no_result(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"a_good": 60, "c_good": 60})
     (folder / "b_broken.npy").write_bytes(b"garbage")
