@@ -181,7 +181,8 @@ def test_extracted_features_without_or_with_mismatching_metadata_or_with_nan_are
     output = tmp_path / "out.json"
     result = detect(saved_model, "--features", folder, "--output", output)
     assert result.returncode == 2
-    assert "untimed.json" in result.stderr and "mismatched.npy" in result.stderr and "(60, 16)" in result.stderr
+    assert "untimed.json beside its features to time them; give their feature fps (--feature-fps)" in result.stderr
+    assert "mismatched.npy" in result.stderr and "(60, 16)" in result.stderr
     assert "nan.npy), first at time step 42" in result.stderr and "in-memory" not in result.stderr
     assert set(results(output)) == {"timed"}
 
