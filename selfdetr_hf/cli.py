@@ -61,8 +61,9 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
         "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
     )
     parser.add_argument(
-        "--time-offset", type=non_negative_float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
-    )
+        "--time-offset", type=non_negative_float, default=0.0,
+        help="seconds of feature step 0, with --feature-fps (default: 0)",
+    )  # fmt: skip
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
     add_overwrite_argument(parser, "an existing --output (and --plot)")

@@ -84,7 +84,9 @@ def test_an_existing_output_or_plot_is_kept_unless_asked(saved_model, tmp_path):
     arguments = ["--features", features, "--feature-fps", 7.5]
     result = detect(saved_model, *arguments, "--output", tmp_path / "mine.json")
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("mine.json already exists: replace it with --overwrite, or choose another file")
+    assert result.stderr.strip().endswith(
+        "mine.json already exists: replace it with --overwrite, or choose another file"
+    )
     result = detect(saved_model, *arguments, "--output", tmp_path / "new.json", "--plot", tmp_path / "mine.png")
     assert result.returncode == 2 and "mine.png already exists" in result.stderr
     assert (tmp_path / "mine.json").read_text() == "my detections"
@@ -100,8 +102,10 @@ def test_a_pt_file_torch_will_not_read_safely_is_one_line_naming_it(saved_model,
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if line.startswith("selfdetr")] == [
-        f"selfdetr detect: error: video 'numpy_inside': {folder / 'numpy_inside.pt'}: not a tensor or a dict of "
-        "tensors that torch.load(weights_only=True) can read",
+        (
+            f"selfdetr detect: error: video 'numpy_inside': {folder / 'numpy_inside.pt'}: not a tensor or a dict of "
+            "tensors that torch.load(weights_only=True) can read"
+        ),
         f"selfdetr detect: error: 1 of 2 videos could not be used (listed above); the other 1 are in {tmp_path / 'out.json'}",
     ]
     assert set(results(tmp_path / "out.json")) == {"good"}

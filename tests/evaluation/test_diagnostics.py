@@ -120,7 +120,15 @@ def test_cli_diagnose_keeps_earlier_diagnostics_unless_asked(tmp_path, tiny_conf
     out = tmp_path / "out"
     out.mkdir()
     (out / "attention_maps_model.png").write_bytes(b"an earlier plot")
-    arguments = ["diagnose", "--model", str(tmp_path / "model"), "--features", str(feature_dir), "--output-dir", str(out)]
+    arguments = [
+        "diagnose",
+        "--model",
+        str(tmp_path / "model"),
+        "--features",
+        str(feature_dir),
+        "--output-dir",
+        str(out),
+    ]
     assert main(arguments) == 2
     assert "already holds attention_maps_model.png: replace them with --overwrite" in capsys.readouterr().err
     assert [path.name for path in out.iterdir()] == ["attention_maps_model.png"]
