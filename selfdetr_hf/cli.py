@@ -10,12 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
 
-from .command_options import add_feature_arguments, add_threads_argument, positive_int, selected_features, set_threads
+from .command_options import (
+    add_feature_arguments,
+    add_overwrite_argument,
+    add_threads_argument,
+    non_negative_float,
+    positive_int,
+    selected_features,
+    set_threads,
+)
 from .evaluation.commands import add_diagnose_arguments, add_score_arguments, run_diagnose, run_score
 from .features.commands import add_extract_arguments, add_extraction_arguments, run_extract
 from .training.commands import add_data_arguments, add_demo_arguments, add_train_arguments, run_demo, run_train
@@ -51,10 +61,12 @@ def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
         "--videos", nargs="+", metavar="DIR_OR_FILE", help="video files and/or folders: extract features, then detect"
     )
     parser.add_argument(
-        "--time-offset", type=float, default=0.0, help="seconds of feature step 0, with --feature-fps (default: 0)"
-    )
+        "--time-offset", type=non_negative_float, default=0.0,
+        help="seconds of feature step 0, with --feature-fps (default: 0)",
+    )  # fmt: skip
     parser.add_argument("--output", required=True, metavar="OUT", help="detections: .json (ActivityNet) or .csv")
     parser.add_argument("--plot", metavar="PNG", help="timeline plot of the first video's top detections")
+    add_overwrite_argument(parser, "an existing --output (and --plot)")
     extraction = add_extraction_arguments(parser, "feature extraction (with --videos; clips batched by --batch-size)")
     extraction.add_argument("--feature-dir", metavar="DIR", help="keep the features here (default: a temporary folder)")
 
@@ -68,15 +80,15 @@ def _run_detect(args: argparse.Namespace) -> int:
     end (exit status 2), the others are written; ``--strict`` stops at the first one.
     """
     from .data.checks import short_videos_message
-    from .detection_files import DetectionWriter
+    from .detection_files import DetectionWriter, check_writable
     from .features.pipeline import detect_videos, extraction_timing
     from .inference import DetectionReport, VideoTiming, as_submission, iter_detections
 
     if bool(args.features) == bool(args.videos):
         raise ValueError("give --features or --videos (one of them)")
-    if args.time_offset < 0:
-        raise ValueError(f"--time-offset must be >= 0; got {args.time_offset}")
-    writer = DetectionWriter(args.output)
+    writer = DetectionWriter(args.output, overwrite=args.overwrite)
+    if args.plot:
+        check_writable(args.plot, overwrite=args.overwrite)
     model, processor = _load_model(args)
     report = DetectionReport(strict=args.strict)
     if args.videos:
@@ -130,6 +142,10 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", help="subset to evaluate (e.g. Test, validation); default: every video")
     parser.add_argument("--tiou", default="thumos14", help="thresholds: thumos14, activitynet or a list 0.3,0.5")
     parser.add_argument("--output-dir", required=True, help="where submission.json and metrics.json are written")
+    add_overwrite_argument(parser, "submission.json and metrics.json in --output-dir")
+
+
+EVALUATE_FILES = ("submission.json", "metrics.json")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -144,11 +160,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .training.accelerate_loop import predict_windows
     from .training.commands import EVERY_SUBSET, load_data
 
-    output_dir = check_output_folder(args.output_dir)
+    output_dir = check_output_folder(args.output_dir, EVALUATE_FILES, overwrite=args.overwrite)
     model, processor = _load_model(args)
     data = load_data(
         args, processor, train_subset=None, eval_subset=args.subset or EVERY_SUBSET,
         label_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+        feature_dim=model.config.feature_dim,
     )  # fmt: skip
     predictions = predict_windows(model, data.eval_dataset, Accelerator(), args.batch_size)
     detections = as_submission(
@@ -305,11 +322,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warnings_as_one_line(command: str) -> None:
+    """Print the package's own warnings as ``selfdetr COMMAND: warning: message``, without
+    Python's file name and source line; other libraries' warnings keep their format."""
+    package = Path(__file__).parent
+    standard = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None) -> str:
+        if Path(filename).is_relative_to(package):
+            return f"selfdetr {command}: warning: {message}\n"
+        return standard(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def run_command(command: str, args: argparse.Namespace) -> int:
     """Run the subcommand ``command`` on parsed ``args`` (with ``--threads``); an error a user
     can fix is printed as one line and gives exit status 2."""
     run = COMMANDS[command][2]
     set_threads(args.threads)
+    _print_warnings_as_one_line(command)
     try:
         return run(args)
     except (ValueError, OSError) as error:

@@ -26,6 +26,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number at or above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer above 0."""
     try:
@@ -58,6 +69,11 @@ def add_feature_arguments(parser: argparse.ArgumentParser, *, required: bool = F
     )  # fmt: skip
     group.add_argument("--feature-fps", type=positive_float, help="feature steps per second")
     return group
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, replaced: str) -> None:
+    """``--overwrite``: replace the ``replaced`` files of an earlier run (else they are refused)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaced} (default: refuse)")
 
 
 def feature_folder(args: argparse.Namespace) -> FeatureFolder:
@@ -101,9 +117,11 @@ def set_threads(threads: int) -> None:
 
 __all__ = [
     "add_feature_arguments",
+    "add_overwrite_argument",
     "add_threads_argument",
     "default_threads",
     "feature_folder",
+    "non_negative_float",
     "positive_float",
     "positive_int",
     "selected_features",

@@ -12,7 +12,7 @@ import contextlib
 import csv
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,15 +21,18 @@ from .evaluation.submission import submission_entries
 CSV_HEADER = ("video", "start", "end", "label", "score")
 
 
-def check_writable(path: str | Path) -> Path:
+def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
     """Check, before any compute, that a file can be written at ``path``.
 
     Raises:
-        ValueError: ``path`` is a folder, its folder does not exist or is not writable.
+        ValueError: ``path`` is a folder, exists and ``overwrite`` is False, or its folder
+            does not exist or is not writable.
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: a folder; give the file to write")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists: replace it with --overwrite, or choose another file")
     folder = path.parent
     if not folder.is_dir():
         raise ValueError(f"{path}: the folder {folder} does not exist")
@@ -38,15 +41,22 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def check_output_folder(path: str | Path) -> Path:
-    """Check, before any compute, that ``path`` is or can be made a writable folder.
+def check_output_folder(path: str | Path, files: Iterable[str] = (), *, overwrite: bool = False) -> Path:
+    """Check, before any compute, that ``path`` is or can be made a writable folder in which
+    the ``files`` (names or glob patterns) a command writes may be written.
 
     Raises:
-        ValueError: ``path`` is a file, or the folder (or its first existing parent) is not writable.
+        ValueError: ``path`` is a file, holds some of ``files`` and ``overwrite`` is False
+            (naming them), or the folder (or its first existing parent) is not writable.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path}: a file, not a folder")
+    found = sorted({found.name for pattern in files for found in path.glob(pattern)}) if path.is_dir() else []
+    if found and not overwrite:
+        raise ValueError(
+            f"{path} already holds {', '.join(found)}: replace them with --overwrite, or choose another folder"
+        )
     existing = next(folder for folder in (path, *path.parents) if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{path}: cannot write there ({existing} is not a writable folder)")
@@ -56,14 +66,15 @@ def check_output_folder(path: str | Path) -> Path:
 class DetectionWriter:
     """Writes detections one video at a time, as JSON (default) or CSV (``.csv`` suffix).
 
-    The output path is checked when the writer is made (before any compute); ``with
+    The output path is checked when the writer is made (before any compute; an existing
+    file is replaced only with ``overwrite``); ``with
     writer.open():`` writes, and on leaving normally moves ``<output>.partial`` to
     ``output``; leaving on an error keeps the partial file (a complete file holding every
     video written so far) and leaves ``output`` untouched.
     """
 
-    def __init__(self, output: str | Path, *, version: str = "VERSION 1.3"):
-        self.output = check_writable(output)
+    def __init__(self, output: str | Path, *, overwrite: bool = False, version: str = "VERSION 1.3"):
+        self.output = check_writable(output, overwrite=overwrite)
         self.partial = self.output.with_name(self.output.name + ".partial")
         self.is_csv = self.output.suffix.lower() == ".csv"
         self.version = version

@@ -63,7 +63,8 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
     """A `SelfDetrForActionDetection` from a local folder or the Hub, on ``device``.
 
     A path that exists is read as a local folder and checked first (`check_model_folder`);
-    anything else is a Hub repository id. ``kwargs`` go to ``from_pretrained``.
+    a missing one that can only be a path (`_local_path`) is an error; anything else is a Hub
+    repository id. ``kwargs`` go to ``from_pretrained``.
 
     Raises:
         ValueError: a folder that is not a Self-DETR model, unreadable or truncated weights,
@@ -78,7 +79,7 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
         if not path.is_dir():
             raise ValueError(f"{path}: a file; give the folder written by save_pretrained")
         check_model_folder(path)
-    elif str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
+    elif _local_path(str(name_or_path)):
         raise FileNotFoundError(f"{name_or_path}: no such model folder")
     try:
         model = SelfDetrForActionDetection.from_pretrained(name_or_path, **kwargs)
@@ -94,6 +95,13 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
             raise
         raise ValueError(f"{path}: unreadable or truncated model weights ({_first_line(error)})") from None
     return model.to(resolved).eval()
+
+
+def _local_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path, not a Hub id (``org/name`` or ``name``):
+    it starts with ``.``, ``/`` or ``~``, has several ``/``, or its folder exists here
+    (``runs/thumos14`` beside a ``runs`` folder)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or ("/" in name and Path(name).parent.is_dir())
 
 
 def _first_line(error: BaseException) -> str:

@@ -5,6 +5,7 @@ folders, wrong rates, unwritable outputs and wrong model folders are one-line er
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,6 +77,50 @@ def test_bad_files_are_reported_by_name_after_the_good_videos_are_written(saved_
     assert not (tmp_path / "out.json.partial").exists()
 
 
+def test_an_existing_output_or_plot_is_kept_unless_asked(saved_model, tmp_path):
+    features = write_videos(tmp_path / "features", {"a": 200})
+    (tmp_path / "mine.json").write_text("my detections")
+    (tmp_path / "mine.png").write_text("my plot")
+    arguments = ["--features", features, "--feature-fps", 7.5]
+    result = detect(saved_model, *arguments, "--output", tmp_path / "mine.json")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "mine.json already exists: replace it with --overwrite, or choose another file"
+    )
+    result = detect(saved_model, *arguments, "--output", tmp_path / "new.json", "--plot", tmp_path / "mine.png")
+    assert result.returncode == 2 and "mine.png already exists" in result.stderr
+    assert (tmp_path / "mine.json").read_text() == "my detections"
+    assert (tmp_path / "mine.png").read_text() == "my plot"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features", "mine.json", "mine.png"]
+    assert detect(saved_model, *arguments, "--output", tmp_path / "mine.json", "--overwrite").returncode == 0
+    assert list(results(tmp_path / "mine.json")) == ["a"]
+
+
+def test_a_pt_file_torch_will_not_read_safely_is_one_line_naming_it(saved_model, tmp_path):
+    folder = write_videos(tmp_path / "features", {"good": 60})
+    torch.save({"feats": np.zeros((60, CHANNELS), dtype=np.float32)}, folder / "numpy_inside.pt")
+    result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("selfdetr")] == [
+        (
+            f"selfdetr detect: error: video 'numpy_inside': {folder / 'numpy_inside.pt'}: not a tensor or a dict of "
+            "tensors that torch.load(weights_only=True) can read"
+        ),
+        f"selfdetr detect: error: 1 of 2 videos could not be used (listed above); the other 1 are in {tmp_path / 'out.json'}",
+    ]
+    assert set(results(tmp_path / "out.json")) == {"good"}
+
+
+def test_a_channels_first_file_is_named_with_the_option_that_reads_it(saved_model, tmp_path):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    np.save(folder / "v.npy", np.zeros((CHANNELS, 60), dtype=np.float32))
+    result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    assert "video 'v': features have 60 channels, expected 16" in result.stderr
+    assert "v.npy) (channels first? use layout='CT', or --feature-layout CT)" in result.stderr
+
+
 def test_strict_stops_at_the_first_bad_file_and_writes_no_result(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"a_good": 60, "c_good": 60})
     (folder / "b_broken.npy").write_bytes(b"garbage")
@@ -103,6 +148,16 @@ def test_non_positive_feature_rates_are_refused(rate, tmp_path, capsys):
     assert "--feature-fps: must be a positive number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("offset", ["-1", "nan"])
+def test_a_negative_or_non_finite_time_offset_is_refused_before_anything_is_written(offset, saved_model, tmp_path):
+    features = write_videos(tmp_path / "features", {"a": 60})
+    result = detect(saved_model, "--features", features, "--feature-fps", 7.5, "--time-offset", offset,
+                    "--output", tmp_path / "out.json")  # fmt: skip
+    assert result.returncode == 2
+    assert f"argument --time-offset: must be a finite number >= 0, got {offset}" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features"]
+
+
 def test_a_video_in_two_formats_is_an_error_naming_both_files(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"v": 60, "other": 60})
     write_videos(folder, {"v": 60}, extension=".pt")
@@ -112,7 +167,7 @@ def test_a_video_in_two_formats_is_an_error_naming_both_files(saved_model, tmp_p
     assert "v.npy" in result.stderr and "v.pt" in result.stderr and "--feature-extension" in result.stderr
     assert set(results(output)) == {"other"}
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--feature-extension", ".pt",
-                    "--output", output)  # fmt: skip
+                    "--output", output, "--overwrite")  # fmt: skip
     assert result.returncode == 0 and set(results(output)) == {"v"}
 
 
@@ -130,7 +185,8 @@ def test_extracted_features_without_or_with_mismatching_metadata_or_with_nan_are
     output = tmp_path / "out.json"
     result = detect(saved_model, "--features", folder, "--output", output)
     assert result.returncode == 2
-    assert "untimed.json" in result.stderr and "mismatched.npy" in result.stderr and "(60, 16)" in result.stderr
+    assert "untimed.json beside its features to time them; give their feature fps (--feature-fps)" in result.stderr
+    assert "mismatched.npy" in result.stderr and "(60, 16)" in result.stderr
     assert "nan.npy), first at time step 42" in result.stderr and "in-memory" not in result.stderr
     assert set(results(output)) == {"timed"}
 
@@ -143,7 +199,7 @@ def test_several_folders_of_different_lengths_need_resampling_asked_for(saved_mo
     refused = detect(saved_model, *args)
     assert refused.returncode == 2 and "different lengths" in refused.stderr
     assert "rgb/v.npy (120, 8)" in refused.stderr and "flow/v.npy (60, 8)" in refused.stderr
-    resampled = detect(saved_model, *args, "--resample-features")
+    resampled = detect(saved_model, *args, "--resample-features", "--overwrite")
     assert resampled.returncode == 0 and set(results(output)) == {"v"}
 
 
@@ -213,6 +269,18 @@ def test_a_model_saved_to_return_tuples_detects_and_diagnoses(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_missing_model_folder_beside_existing_folders_is_not_looked_up_on_the_hub(tmp_path):
+    (tmp_path / "runs").mkdir()
+    write_videos(tmp_path / "features", {"a": 60})
+    command = [sys.executable, "-m", "selfdetr_hf.cli", "detect", "--model", "runs/thumos14", "--features", "features",
+               "--feature-fps", "7.5", "--output", "out.json", "--threads", "1"]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}  # a Hub look-up fails at once instead of retrying
+    result = subprocess.run(command, cwd=tmp_path, env=environment, check=False, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == "selfdetr detect: error: runs/thumos14: no such model folder\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["features", "runs"]
+
+
 def test_device_cuda_without_cuda_is_one_line(saved_model, tmp_path):
     folder = write_videos(tmp_path / "features", {"v": 60})
     result = detect(saved_model, "--features", folder, "--feature-fps", 7.5, "--output", tmp_path / "o.json",

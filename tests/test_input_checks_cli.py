@@ -67,3 +67,32 @@ def test_train_refuses_a_feature_rate_that_does_not_fit_the_durations(dataset, t
     assert result.returncode == 2
     assert "'good'" in result.stderr and "good.npy" in result.stderr
     assert "duration is 40.0 s; a feature fps of 7.5 would fit" in result.stderr
+
+
+def test_evaluate_checks_the_channels_against_the_model_before_any_compute(dataset, tmp_path):
+    torch.manual_seed(0)
+    SelfDetrForActionDetection(small_config()).save_pretrained(tmp_path / "model")  # 16-d features
+    annotations, features = dataset
+    (features / "nan_late.npy").unlink()
+    database = json.loads(annotations.read_text())["database"]
+    annotations.write_text(json.dumps({"database": {"good": database["good"]}}))
+    result = run_cli("evaluate", "--model", tmp_path / "model", "--annotations", annotations,
+                     "--features", features, features, "--feature-fps", 7.5, "--output-dir", tmp_path / "eval")  # fmt: skip
+    assert result.returncode == 2
+    assert "video 'good': features have 32 channels, expected 16" in result.stderr
+    assert "good.npy" in result.stderr
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_warns_of_a_feature_span_off_the_duration_in_one_line(dataset, tmp_path):
+    torch.manual_seed(0)
+    SelfDetrForActionDetection(small_config()).save_pretrained(tmp_path / "model")
+    annotations, features = dataset
+    database = json.loads(annotations.read_text())["database"]
+    annotations.write_text(json.dumps({"database": {"good": database["good"]}}))
+    result = run_cli("evaluate", "--model", tmp_path / "model", "--annotations", annotations, "--features", features,
+                     "--feature-fps", 10, "--output-dir", tmp_path / "eval")  # fmt: skip
+    assert result.returncode == 0
+    warning = "selfdetr evaluate: warning: 1 of 1 videos: features span more than 5% more or less than the annotated"
+    assert warning in result.stderr
+    assert "UserWarning" not in result.stderr and "build_dataset(" not in result.stderr

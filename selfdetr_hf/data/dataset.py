@@ -253,7 +253,7 @@ def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int
     if shape[0] == 0:
         raise FeatureError(f"video {video_id!r}: zero-length features ({source})")
     if feature_dim is not None and shape[1] != feature_dim:
-        hint = " (channels first? use layout='CT')" if shape[0] == feature_dim else ""
+        hint = " (channels first? use layout='CT', or --feature-layout CT)" if shape[0] == feature_dim else ""
         raise FeatureError(
             f"video {video_id!r}: features have {shape[1]} channels, expected {feature_dim} ({source}){hint}"
         )

@@ -57,6 +57,10 @@ def load_feature_file(path: str | Path, *, layout: Literal["TC", "CT"] = "TC", k
         array = _read_array(path, suffix, key)
     except FeatureError:
         raise
+    except pickle.UnpicklingError:  # torch's message is many lines, and suggests loading unsafely
+        raise FeatureError(
+            f"{path}: not a tensor or a dict of tensors that torch.load(weights_only=True) can read"
+        ) from None
     except READ_ERRORS as error:
         raise FeatureError(f"{path}: unreadable or truncated feature file ({error})") from None
     if array.ndim != 2:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..command_options import add_feature_arguments
+from ..command_options import add_feature_arguments, add_overwrite_argument
 from .detection_map import ACTIVITYNET_TIOU_THRESHOLDS, THUMOS14_TIOU_THRESHOLDS
 from .submission import SubmissionScore
 
@@ -43,12 +43,16 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         help="tIoU thresholds, numbers or a preset: thumos14 (0.3:0.1:0.7, the default), activitynet (0.5:0.05:0.95)",
     )
     parser.add_argument("--json", metavar="OUT.json", help="also write tiou_thresholds, mAP, average_mAP, per_class_AP")
+    add_overwrite_argument(parser, "an existing --json file")
 
 
 def run_score(args: argparse.Namespace) -> int:
     """Score a submission by the ActivityNet protocol; print the mAP table, warnings on stderr."""
+    from ..detection_files import check_writable
     from .submission import score_submission
 
+    if args.json:
+        check_writable(args.json, overwrite=args.overwrite)
     score = score_submission(
         args.annotations, args.predictions, subset=args.subset, video_info=args.video_info, tiou_thresholds=args.tiou
     )
@@ -97,13 +101,16 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", metavar="GT.json", help="with --predictions: plot a detection timeline")
     parser.add_argument("--predictions", metavar="SUBMISSION.json", help="ActivityNet submission for the timeline")
     parser.add_argument("--video", help="video of the timeline (default: the first feature file's)")
+    add_overwrite_argument(parser, "the diagnostics of an earlier run in --output-dir")
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
     """Attention diversity per layer (JSON) and attention, diversity and timeline plots (PNG)."""
     from ..command_options import selected_features
-    from .diagnostics import diagnose
+    from ..detection_files import check_output_folder
+    from .diagnostics import DIAGNOSE_FILES, diagnose
 
+    check_output_folder(args.output_dir, DIAGNOSE_FILES, overwrite=args.overwrite)
     folder, video_ids = selected_features(args)
     report = diagnose(
         args.model,

@@ -24,6 +24,9 @@ ATTENTION_KINDS = ("encoder", "decoder", "cross")
 
 DEFAULT_WINDOW_SIZE = 128
 
+DIAGNOSE_FILES = ("diversity.json", "diversity.png", "attention_maps_*.png", "timeline_*.png")
+"""What `diagnose` writes into its output folder (names and glob patterns)."""
+
 
 @torch.no_grad()
 def window_attention_maps(

@@ -40,8 +40,10 @@ def run_extract(args: argparse.Namespace) -> int:
     """Extract features of every video; print what was written, skipped and unreadable."""
     from accelerate import PartialState
 
+    from ..detection_files import check_output_folder
     from .extract import extract_features
 
+    check_output_folder(args.out)  # before the backbone is loaded
     summary = extract_features(
         args.videos, args.out, backbone=args.backbone, clip_len=args.clip_len, stride=args.stride,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype,

@@ -130,7 +130,7 @@ def checked_metadata(out_dir: str | Path, video_id: str) -> FeatureMetadata:
     if not json_path.is_file():
         raise FileNotFoundError(
             f"video {video_id!r}: no extraction metadata {json_path} beside its features to time them; "
-            "give their feature fps"
+            "give their feature fps (--feature-fps)"
         )
     metadata = read_metadata(json_path)
     try:

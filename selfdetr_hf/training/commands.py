@@ -79,11 +79,13 @@ def load_data(
     label_names: list[str] | None = None,
     class_agnostic: bool = False,
     synthetic_seed: int = 0,
+    feature_dim: int | None = None,
 ) -> LoadedData:
     """Build the training and test window datasets from the command line's data options.
 
     A subset of None gives no dataset, `EVERY_SUBSET` one of every video; ``synthetic_seed``
-    seeds the synthetic data (with ``--synthetic``).
+    seeds the synthetic data (with ``--synthetic``); ``feature_dim`` (a model's) is the
+    channel count every video must have (default: the first video's).
     """
     if args.synthetic:
         videos = make_synthetic_videos(
@@ -127,7 +129,7 @@ def load_data(
     train_videos, eval_videos = subset(train_subset), subset(eval_subset)
     if label_names is None and not class_agnostic:
         label_names = sorted({name for video in (train_videos or eval_videos).values() for name in video.labels})
-    common = {"label_names": label_names, "class_agnostic": class_agnostic, **timing}
+    common = {"label_names": label_names, "class_agnostic": class_agnostic, "feature_dim": feature_dim, **timing}
     train_dataset = build_dataset(train_videos, features, processor, training=True, **common) if train_videos else None
     eval_dataset = build_dataset(eval_videos, features, processor, training=False, **common) if eval_videos else None
     reference = train_dataset if train_dataset is not None else eval_dataset

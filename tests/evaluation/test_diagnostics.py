@@ -115,6 +115,27 @@ def test_cli_diagnose_rejects_features_of_the_wrong_width(tmp_path, tiny_config,
     assert status == 2 and "wide.npy" in capsys.readouterr().err
 
 
+def test_cli_diagnose_keeps_earlier_diagnostics_unless_asked(tmp_path, tiny_config, feature_dir, capsys):
+    SelfDetrForActionDetection(tiny_config).save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "attention_maps_model.png").write_bytes(b"an earlier plot")
+    arguments = [
+        "diagnose",
+        "--model",
+        str(tmp_path / "model"),
+        "--features",
+        str(feature_dir),
+        "--output-dir",
+        str(out),
+    ]
+    assert main(arguments) == 2
+    assert "already holds attention_maps_model.png: replace them with --overwrite" in capsys.readouterr().err
+    assert [path.name for path in out.iterdir()] == ["attention_maps_model.png"]
+    assert main([*arguments, "--overwrite"]) == 0
+    assert (out / "attention_maps_model.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
 def test_timeline_plot_is_written_for_a_video_without_detections(tmp_path):
     from selfdetr_hf.evaluation.plots import plot_detection_timeline
 

@@ -52,6 +52,21 @@ def dataset(tmp_path):
     return tmp_path / "annotations.json", folder
 
 
+def test_evaluate_keeps_an_earlier_evaluation_unless_asked(run_selfdetr, saved_model, dataset, tmp_path):
+    annotations, features = dataset
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text("an earlier evaluation")
+    arguments = ["evaluate", "--model", str(saved_model), "--annotations", str(annotations), "--features",
+                 str(features), "--feature-fps", "7.5", "--output-dir", str(tmp_path / "eval")]  # fmt: skip
+    result = run_selfdetr(*arguments)
+    assert result.returncode == 2
+    assert "already holds metrics.json: replace them with --overwrite" in result.stderr
+    assert (tmp_path / "eval" / "metrics.json").read_text() == "an earlier evaluation"
+    assert not (tmp_path / "eval" / "submission.json").exists()
+    assert run_selfdetr(*arguments, "--overwrite").returncode == 0
+    assert "average_mAP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
 def test_evaluate_without_subset_scores_every_video(run_selfdetr, saved_model, dataset, tmp_path):
     annotations, features = dataset
     result = run_selfdetr("evaluate", "--model", str(saved_model), "--annotations", str(annotations),

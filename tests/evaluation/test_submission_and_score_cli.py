@@ -105,8 +105,22 @@ def test_cli_score_accepts_threshold_lists_and_presets(files, tmp_path):
     arguments = ["score", "--annotations", str(files[0]), "--predictions", str(files[1]), "--json", str(out)]
     assert main([*arguments, "--tiou", "0.5,0.9"]) == 0
     assert json.loads(out.read_text())["tiou_thresholds"] == [0.5, 0.9]
-    assert main([*arguments, "--tiou", "activitynet"]) == 0
+    assert main([*arguments, "--tiou", "activitynet", "--overwrite"]) == 0
     assert len(json.loads(out.read_text())["mAP"]) == 10
+
+
+def test_cli_score_keeps_an_existing_json_unless_asked_and_checks_it_before_scoring(files, tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text("my notes")
+    arguments = ["score", "--annotations", str(files[0]), "--predictions", str(files[1]), "--json"]
+    assert main([*arguments, str(mine)]) == 2
+    printed = capsys.readouterr()
+    assert "mine.json already exists: replace it with --overwrite" in printed.err and "mAP" not in printed.out
+    assert mine.read_text() == "my notes"
+    assert main([*arguments, str(tmp_path / "no_folder" / "map.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([*arguments, str(mine), "--overwrite"]) == 0
+    assert "average_mAP" in json.loads(mine.read_text())
 
 
 def test_cli_score_malformed_entry_exits_2_with_one_line_naming_the_video(files, tmp_path, capsys):

@@ -93,3 +93,15 @@ def test_two_processes_split_the_videos_and_write_what_one_process_writes(video_
         np.testing.assert_array_equal(
             np.load(tmp_path / "two" / f"{video_id}.npy"), np.load(tmp_path / "one" / f"{video_id}.npy")
         )
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_backbone_is_loaded(tmp_path):
+    (tmp_path / "video.mp4").write_bytes(b"not decoded: the output is checked first")
+    (tmp_path / "notes.txt").write_text("mine")
+    command = [sys.executable, "-m", "selfdetr_hf.cli", "extract-features", "--videos", str(tmp_path / "video.mp4"),
+               "--out", str(tmp_path / "notes.txt"), "--threads", "1"]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}  # a backbone look-up fails at once instead of retrying
+    result = subprocess.run(command, env=environment, check=False, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"selfdetr extract-features: error: {tmp_path / 'notes.txt'}: a file, not a folder\n"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
