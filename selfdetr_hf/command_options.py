@@ -15,26 +15,25 @@ from .inference import feature_files
 MAX_DEFAULT_THREADS = 8
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0."""
+def _finite_number(text: str, *, zero_allowed: bool) -> float:
+    """A finite number above 0 (or at 0 with ``zero_allowed``), else an argparse error."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (0 <= value if zero_allowed else 0 < value) or not value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a {'finite number >= 0' if zero_allowed else 'positive number'}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    return _finite_number(text, zero_allowed=False)
 
 
 def non_negative_float(text: str) -> float:
     """An argparse type: a finite number at or above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _finite_number(text, zero_allowed=True)
 
 
 def positive_int(text: str) -> int:
