@@ -11,7 +11,10 @@ channels by a fixed random matrix:
   weakly into the class dimensions, so that background sometimes resembles an action;
 * each instance: its class's latent signature (classes come in confusable pairs) scaled by
   a random amplitude and by a soft envelope (sigmoid edges), plus a small per-instance
-  perturbation; overlapping instances add up;
+  perturbation; overlapping instances add up. With ``class_structure="phase_order"`` an
+  instance is instead a sequence of equal sub-phases whose signatures every class shares,
+  and the class is the order of the phases: no single step tells the class, only the
+  steps around it do;
 * boundary cues: short bumps at every start and end, shared by all classes;
 * white latent noise.
 
@@ -21,6 +24,7 @@ computed on its own (the features are never held for a whole dataset) and reprod
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -75,6 +79,7 @@ MIN_SEGMENT_LENGTH = 0.2  # seconds, the shortest THUMOS14 instance
 
 BACKGROUND_DIMS = 8
 BOUNDARY_WIDTH = 0.3  # seconds, standard deviation of the start / end bumps
+CLASS_STRUCTURES = ("signature", "phase_order")
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,12 @@ class SyntheticFeatures(Mapping):
         feature_fps: float,
         seed: int,
         signal: SignalSettings,
+        class_structure: str = "signature",
     ):
+        if class_structure not in CLASS_STRUCTURES:
+            raise ValueError(f"class_structure must be one of {', '.join(CLASS_STRUCTURES)}; got {class_structure!r}")
         self.annotations = annotations
+        self.class_structure = class_structure
         self.label_ids = {name: index for index, name in enumerate(label_names)}
         self.feature_fps = feature_fps
         self.seed = seed
@@ -127,6 +136,10 @@ class SyntheticFeatures(Mapping):
         partner = np.minimum(np.arange(num_classes) ^ 1, num_classes - 1)
         signatures = np.eye(num_classes) + signal.class_similarity * np.eye(num_classes)[partner]
         self.class_signatures = signatures / np.linalg.norm(signatures, axis=1, keepdims=True)  # (K, K)
+        # phase_order: class k is the k-th ordering of P shared phases (P the least with P! >= K),
+        # phase j's signature the class axis j
+        num_phases = next(p for p in itertools.count(1) if math.factorial(p) >= num_classes)
+        self.phase_orders = np.array(list(itertools.permutations(range(num_phases)))[:num_classes])  # (K, P)
         self.projection = (rng.standard_normal((latent_dims, feature_dim)) / math.sqrt(latent_dims)).astype(
             np.float32
         )  # (M, C)
@@ -166,10 +179,19 @@ class SyntheticFeatures(Mapping):
         drift[:, BACKGROUND_DIMS:] *= signal.background_leak
 
         starts, ends, classes, amplitudes, jitter = self._instances(video, index)
-        rising = _sigmoid((times[:, None] - starts) / signal.edge_softness)
-        falling = _sigmoid((ends - times[:, None]) / signal.edge_softness)
-        envelope = rising * falling * amplitudes  # (L, n)
-        actions = envelope @ (self.class_signatures[classes] + jitter)  # (L, K)
+        if self.class_structure == "signature":
+            edges = np.stack((starts, ends), axis=1)[:, None, :]  # (n, 1, 2): one part per instance
+            signatures = self.class_signatures[classes][:, None, :]  # (n, 1, K)
+        else:
+            num_phases = self.phase_orders.shape[1]
+            fractions = np.arange(num_phases + 1) / num_phases
+            bounds = starts[:, None] + (ends - starts)[:, None] * fractions  # (n, P + 1)
+            edges = np.stack((bounds[:, :-1], bounds[:, 1:]), axis=2)  # (n, P, 2)
+            signatures = np.eye(num_classes)[self.phase_orders[classes]]  # (n, P, K)
+        rising = _sigmoid((times[:, None, None] - edges[..., 0]) / signal.edge_softness)
+        falling = _sigmoid((edges[..., 1] - times[:, None, None]) / signal.edge_softness)
+        envelope = rising * falling * amplitudes[:, None]  # (L, n, parts)
+        actions = np.einsum("lnp,npk->lk", envelope, signatures + jitter[:, None, :])  # (L, K)
         boundaries = signal.boundary_strength * np.stack(
             (_bumps(times, starts, amplitudes), _bumps(times, ends, amplitudes)), axis=1
         )  # (L, 2)
@@ -262,6 +284,7 @@ def make_synthetic_videos(
     feature_fps: float = 7.5,
     test_fraction: float = 0.25,
     signal: SignalSettings | None = None,
+    class_structure: str = "signature",
 ) -> SyntheticVideos:
     """Generate a synthetic detection dataset; deterministic for a given ``seed``.
 
@@ -286,6 +309,9 @@ def make_synthetic_videos(
         feature_fps: feature steps per second (THUMOS14 I3D: 30 fps / stride 4 = 7.5).
         test_fraction: share of built-in videos in subset ``test`` (the rest ``train``).
         signal: difficulty settings of the features.
+        class_structure: ``"signature"`` (each class its own latent signature, confusable
+            pairs) or ``"phase_order"`` (every instance made of the same sub-phases, the
+            class given by their order: a task that needs temporal context).
     """
     signal = signal if signal is not None else SignalSettings()
     if isinstance(timelines, str) and timelines == "thumos14":
@@ -298,7 +324,7 @@ def make_synthetic_videos(
     else:
         source = timelines if isinstance(timelines, Mapping) else load_annotations(timelines)
         annotations, names = _file_timelines(source, num_videos, num_classes)
-    features = SyntheticFeatures(annotations, names, feature_dim, feature_fps, seed, signal)
+    features = SyntheticFeatures(annotations, names, feature_dim, feature_fps, seed, signal, class_structure)
     return SyntheticVideos(annotations=annotations, features=features, label_names=names, feature_fps=feature_fps)
 
 
@@ -422,6 +448,7 @@ def _block_noise(seed: int, video_index: int, start: int, stop: int, dims: int, 
 
 
 __all__ = [
+    "CLASS_STRUCTURES",
     "SignalSettings",
     "SyntheticFeatureArray",
     "SyntheticFeatures",

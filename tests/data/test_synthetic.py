@@ -151,3 +151,61 @@ def test_frames_of_a_class_are_separable_but_not_perfectly(shared_data):
     predicted = np.argmin(((frames[half:, None] - centroids) ** 2).sum(axis=-1), axis=1)
     accuracy = (predicted == classes[half:]).mean()
     assert 0.45 < accuracy < 0.95  # chance is 0.2
+
+
+def _step_centroid_accuracy(videos):
+    """Nearest-centroid accuracy of single steps (well inside an action) to their class,
+    centroids fitted on the same steps (an optimistic figure), and the chance level."""
+    frames, classes = [], []
+    for video_id, video in videos.annotations.items():
+        times = (np.arange(videos.features[video_id].shape[0]) + 0.5) / videos.feature_fps
+        features = videos.features[video_id][:]
+        for (start, end), label in zip(video.segments, video.labels):
+            inside = (times > start + 0.3) & (times < end - 0.3)
+            frames.append(features[inside])
+            classes += [videos.label_names.index(label)] * int(inside.sum())
+    frames, classes = np.concatenate(frames), np.array(classes)
+    present = np.unique(classes)
+    centroids = np.stack([frames[classes == k].mean(axis=0) for k in present])
+    predicted = present[np.argmin(((frames[:, None] - centroids) ** 2).sum(axis=-1), axis=1)]
+    return (predicted == classes).mean(), np.bincount(classes).max() / len(classes)
+
+
+def test_phase_order_classes_are_orderings_of_shared_phases():
+    videos = make_synthetic_videos(4, num_classes=6, class_structure="phase_order")
+    orders = videos.features.phase_orders
+    assert orders.shape == (6, 3)
+    assert sorted(map(tuple, orders)) == sorted({tuple(order) for order in orders})  # all distinct
+    assert all(sorted(order) == [0, 1, 2] for order in orders)
+
+
+def test_phase_order_single_steps_do_not_tell_the_class_but_signature_steps_do():
+    signature = make_synthetic_videos(24, num_classes=6, max_duration=60.0)
+    phase_order = make_synthetic_videos(24, num_classes=6, max_duration=60.0, class_structure="phase_order")
+    signature_accuracy, _ = _step_centroid_accuracy(signature)
+    phase_accuracy, chance = _step_centroid_accuracy(phase_order)
+    assert signature_accuracy > 0.5
+    assert phase_accuracy < chance + 0.1
+
+
+def test_phase_order_middle_of_each_phase_carries_that_phases_signature():
+    """Without noise or drift, the latent class dimensions at the middle of phase j of an
+    instance of class k point along axis ``phase_orders[k][j]``."""
+    quiet = synthetic.SignalSettings(noise_std=0.0, background_std=0.0, instance_jitter=0.0, edge_softness=0.05)
+    videos = make_synthetic_videos(6, num_classes=6, feature_fps=20.0, signal=quiet, class_structure="phase_order")
+    for video_id, video in videos.annotations.items():
+        latent = videos.features.latent(video_id, 0, videos.features.num_steps(video_id))
+        classes = latent[:, synthetic.BACKGROUND_DIMS : synthetic.BACKGROUND_DIMS + 6]
+        for (start, end), label in zip(video.segments, video.labels):
+            overlapping = ((video.segments[:, 0] < end) & (video.segments[:, 1] > start)).sum() > 1
+            if overlapping or end - start < 1.0:
+                continue
+            order = videos.features.phase_orders[videos.label_names.index(label)]
+            for phase, axis in enumerate(order):
+                middle = start + (phase + 0.5) * (end - start) / 3
+                assert classes[int(middle * 20.0)].argmax() == axis
+
+
+def test_unknown_class_structure_is_refused():
+    with pytest.raises(ValueError, match="class_structure must be one of signature, phase_order"):
+        make_synthetic_videos(2, class_structure="order")
