@@ -1,307 +1,723 @@
 """Reproduction study: does self-feedback keep attention diverse and raise mAP?
 
-The paper's claim (Self-DETR, ICCV 2023, Sec. 3 and 4): DETR's self-attention collapses
-on temporal action detection (every query reads the same few keys), and the self-feedback
-losses keep it diverse and raise mAP. This script trains, with the same seed, data and
-budget, four variants of one model:
+The paper (Self-DETR, ICCV 2023) claims that (1) the self-attention of a trained DETR for
+temporal action detection collapses (every query reads the same few keys) and (2) the
+self-feedback losses keep it diverse and raise mAP. This script tests both on synthetic
+data that it regenerates, with a fixed protocol (`PROTOCOL`):
 
-- ``self_detr``: encoder and decoder self-feedback (the paper's method);
-- ``detr``: neither (the DETR baseline);
-- ``encoder_only`` / ``decoder_only``: one of the two feedback terms.
+- the paper's model (d 256, 8 heads, FFN 1024, 2 encoder / 4 decoder layers, 40 queries,
+  the paper's loss weights), AdamW at the paper's rate, gradient clipping 0.1, the rate
+  divided by 10 at 2/3 and 5/6 of training, on 64-d features (the input width is the only
+  reduction: it saves time and the model does not depend on it past the input projection);
+- two tasks: ``signature`` (each class its own latent signature, confusable pairs; a step
+  tells its class) and ``phase_order`` (every action made of the same three sub-phases, the
+  class given by their order; a single step does not tell the class, measured by
+  `linear_probe`);
+- four variants, ``detr`` (no feedback), ``self_detr`` (both feedback losses),
+  ``encoder_only`` and ``decoder_only``, with the same data, seeds and initial weights (the
+  feedback adds no weight): 5 seeds for ``detr`` and ``self_detr``, 3 for the others;
+- along training, every `Protocol.diversity_every` steps, the diversity (Eq. 10) of each
+  layer's encoder self-, decoder self- and cross-attention and of the guidance maps (Eq. 2,
+  3) on fixed test windows; mAP (tIoU 0.3:0.1:0.7) every `Protocol.map_every` steps;
+- analysis fixed beforehand (`analyse`): mean and standard deviation over seeds, paired
+  differences to ``detr`` per seed with a bootstrap interval and a sign test, and collapse
+  defined as a layer's diversity at the end of training below half its peak.
 
-Data: synthetic features that follow the real THUMOS14 timelines
-(``../shared/data/thumos14/thumos14.json``): the Validation videos for training, the Test
-videos for evaluation, windows of 128 steps (training stride 32, test stride 96).
-Reported per model: mAP at tIoU 0.3:0.1:0.7 and their mean, and the diversity (Eq. 10)
-of every layer of encoder self-attention, decoder self-attention and cross-attention on
-the test windows, and that of the guidance maps the self-feedback imitates (Eq. 2, 3);
-over seeds, the mean and the sample standard deviation.
+Runs are independent and cached, one JSON per run; an interrupted study resumes where it
+stopped, and shards let several processes share the runs:
 
-The default budget is CPU-sized (a small model, part of the videos, a few epochs);
-``--full`` is the paper's setting (default model, 2048-d features, every video, the
-THUMOS14 recipe of 120 epochs) for a GPU.
+    python benchmarks/reproduce_collapse.py run --shard 0/2 &   # and --shard 1/2 beside it
+    python benchmarks/reproduce_collapse.py report              # summary.json, plots, tables
+    python benchmarks/reproduce_collapse.py probe               # per-step linear probes
+    python benchmarks/reproduce_collapse.py tune --noise-std 0.3  # the baseline on other signals
+    python benchmarks/reproduce_collapse.py run --quick --out /tmp/quick  # a few steps: the pipeline works
 
-    python benchmarks/reproduce_collapse.py --json benchmarks/results/collapse_cpu.json
-    python benchmarks/reproduce_collapse.py --full --seeds 42 --json benchmarks/results/collapse_full.json
+On a GPU, the same protocol with twice the seeds, eight processes sharing the device:
+
+    for i in 0 1 2 3 4 5 6 7; do python benchmarks/reproduce_collapse.py run --gpu --shard $i/8 & done; wait
+    python benchmarks/reproduce_collapse.py report --gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
+import math
 import os
 import platform
 import sys
-import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers.utils import logging as transformers_logging
+from accelerate import Accelerator
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrProcessor
-from selfdetr_hf.data import SelfDetrDataCollator, VideoAnnotation, load_annotations, window_metadata
-from selfdetr_hf.data.synthetic import make_synthetic_videos
+from selfdetr_hf.data import SelfDetrDataCollator
+from selfdetr_hf.data.synthetic import SignalSettings, SyntheticVideos, make_synthetic_videos
 from selfdetr_hf.evaluation.diagnostics import video_attention_diversity
-from selfdetr_hf.evaluation.diversity import LayerDiversity, summarize_layer_diversity
 from selfdetr_hf.self_feedback import decoder_guidance_map, encoder_guidance_map
-from selfdetr_hf.training.accelerate_loop import AccelerateTrainingArguments, train
-from selfdetr_hf.training.recipes import RECIPES, TrainingRecipe
+from selfdetr_hf.training.accelerate_loop import evaluate
+from selfdetr_hf.training.recipes import TrainingRecipe, build_optimizer
 
-DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14" / "thumos14.json"
-TRAIN_SUBSET, TEST_SUBSET = "Validation", "Test"
+RESULTS_DIR = Path(__file__).resolve().parent / "results" / "collapse"
 TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-DATA_SEED = 0  # the synthetic features are the same for every run; seeds vary the training
-KIND_TITLES = {
-    "encoder": "encoder self-attention",
-    "decoder": "decoder self-attention",
-    "cross": "cross-attention",
-    "encoder_guidance": "encoder guidance map (Eq. 3, from the mean cross-attention)",
-    "decoder_guidance": "decoder guidance maps (Eq. 2, from each layer's cross-attention)",
-}
-"""The measured maps: the three kinds of attention, and the guidance maps that the
-self-feedback pulls encoder and decoder self-attention towards."""
-MEASURED_KINDS = tuple(KIND_TITLES)
-FINAL_LOSS_STEPS = 20  # the reported loss terms are averaged over the last optimiser steps
-
 VARIANTS = {  # name -> (encoder_feedback, decoder_feedback)
-    "self_detr": (True, True),
     "detr": (False, False),
+    "self_detr": (True, True),
     "encoder_only": (True, False),
     "decoder_only": (False, True),
 }
+KINDS = {
+    "encoder": "encoder self-attention",
+    "decoder": "decoder self-attention",
+    "cross": "cross-attention",
+    "encoder_guidance": "encoder guidance (Eq. 3)",
+    "decoder_guidance": "decoder guidance (Eq. 2)",
+}
+"""The measured maps: three kinds of attention and the guidance maps the feedback imitates."""
+SELF_ATTENTION_KINDS = ("encoder", "decoder")
+COLLAPSE_FRACTION = 0.5  # collapse: a layer's final diversity below this fraction of its peak
+BOOTSTRAP_SAMPLES = 10_000
 
 
 @dataclass(frozen=True)
-class StudyBudget:
-    """What every variant of a study gets: the same model size, data and schedule.
+class Task:
+    """One synthetic task: how classes show in the features and how hard the signal is."""
+
+    class_structure: str
+    signal: SignalSettings
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that defines the study; results record its hash and are never mixed
+    across protocols.
 
     Attributes:
-        model: `SelfDetrConfig` fields that differ from the paper's model (empty: the
-            paper's 2 encoder / 4 decoder layers, d 256, 8 heads, 40 queries).
-        feature_dim: channels of the synthetic features.
-        train_videos / test_videos: how many Validation / Test videos, spread evenly over
-            the sorted video ids (THUMOS14 numbers its Validation videos class by class);
-            None: all of them.
-        recipe: optimiser and schedule.
-        max_steps: stop every run after this many optimiser steps (None: the recipe's epochs).
+        tasks: name -> `Task`.
+        seeds: variant -> training seeds (model initialisation, data order, dropout).
+        num_videos / num_classes / feature_dim / feature_fps / max_duration / test_fraction:
+            the synthetic videos (`make_synthetic_videos`), the same for every run.
+        window_size / train_stride / test_stride: windows in feature steps.
+        batch_size / steps / learning_rate / weight_decay / grad_clip / lr_drops: training;
+            ``lr_drops`` are fractions of ``steps`` at which the rate is divided by 10.
+        diversity_every / map_every: measurement intervals in optimiser steps.
+        diversity_windows: test windows (evenly spread) on which diversity is measured.
+        data_seed: seed of the synthetic videos.
     """
 
-    model: Mapping[str, Any] = field(default_factory=dict)
-    feature_dim: int = 2048
-    train_videos: int | None = None
-    test_videos: int | None = None
-    recipe: TrainingRecipe = RECIPES["thumos14"]
-    max_steps: int | None = None
+    tasks: Mapping[str, Task]
+    seeds: Mapping[str, tuple[int, ...]]
+    num_videos: int = 160
+    num_classes: int = 6
+    feature_dim: int = 64
+    feature_fps: float = 5.0
+    max_duration: float = 60.0
+    test_fraction: float = 0.25
+    window_size: int = 64
+    train_stride: int = 16
+    test_stride: int = 48
+    batch_size: int = 2
+    steps: int = 1500
+    learning_rate: float = 2e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    lr_drops: tuple[float, ...] = (2 / 3, 5 / 6)
+    diversity_every: int = 100
+    map_every: int = 300
+    diversity_windows: int = 24
+    data_seed: int = 0
 
-    def with_epochs(self, epochs: int) -> StudyBudget:
-        """The budget over ``epochs`` epochs, learning-rate drops at the same fractions of training."""
-        scale = epochs / self.recipe.epochs
-        drops = tuple(max(1, round(epoch * scale)) for epoch in self.recipe.lr_drop_epochs)
-        return replace(self, recipe=replace(self.recipe, epochs=epochs, lr_drop_epochs=drops))
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def runs(self, tasks: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
+        """``(task, variant, seed)`` of every run: per task, the variants with the most seeds
+        first (the main comparison), seed by seed, so that a partial study stays paired."""
+        groups = sorted({len(seeds) for seeds in self.seeds.values()}, reverse=True)
+        return [
+            (task, variant, seed)
+            for task in (tasks or self.tasks)
+            for size in groups
+            for seed in sorted(set(itertools.chain.from_iterable(self.seeds.values())))
+            for variant in self.seeds
+            if len(self.seeds[variant]) == size and seed in self.seeds[variant]
+            if seed in self.seeds[variant]
+        ]
 
 
-CPU_BUDGET = StudyBudget(
-    model={"d_model": 64, "num_attention_heads": 4, "ffn_dim": 128, "input_norm_groups": 8},
-    feature_dim=64,
-    train_videos=48,
-    test_videos=32,
-    recipe=TrainingRecipe(learning_rate=5e-4, epochs=5, lr_drop_epochs=(4,)),
+TASKS = {
+    "signature": Task("signature", SignalSettings()),
+    "phase_order": Task("phase_order", SignalSettings()),
+}
+PROTOCOL = Protocol(
+    tasks=TASKS,
+    seeds={"detr": (0, 1, 2, 3, 4), "self_detr": (0, 1, 2, 3, 4), "encoder_only": (0, 1, 2), "decoder_only": (0, 1, 2)},
 )
-FULL_BUDGET = StudyBudget()
+GPU_PROTOCOL = replace(
+    PROTOCOL,
+    seeds={
+        "detr": tuple(range(10)),
+        "self_detr": tuple(range(10)),
+        "encoder_only": tuple(range(5)),
+        "decoder_only": tuple(range(5)),
+    },
+)
+"""The same study with twice the seeds, for a GPU (``--gpu``): its runs share nothing with
+the CPU study's, and go to ``<out>/gpu`` by default."""
+QUICK = replace(
+    PROTOCOL,
+    seeds={"detr": (0,), "self_detr": (0,)},
+    num_videos=8,
+    steps=4,
+    diversity_every=2,
+    map_every=4,
+    diversity_windows=3,
+)
+"""A few steps on a few videos: checks the pipeline and the JSON schema, measures nothing."""
+
+
+def make_videos(protocol: Protocol, task: str) -> SyntheticVideos:
+    """The task's synthetic videos (subsets ``train`` and ``test``)."""
+    spec = protocol.tasks[task]
+    return make_synthetic_videos(
+        protocol.num_videos,
+        num_classes=protocol.num_classes,
+        feature_dim=protocol.feature_dim,
+        seed=protocol.data_seed,
+        max_duration=protocol.max_duration,
+        feature_fps=protocol.feature_fps,
+        test_fraction=protocol.test_fraction,
+        signal=spec.signal,
+        class_structure=spec.class_structure,
+    )
 
 
 @dataclass
-class StudyData:
-    """Windows and ground truth shared by every run of a study."""
+class TaskData:
+    """Windows and ground truth shared by every run of a task."""
 
     processor: SelfDetrProcessor
     train_dataset: Any
     eval_dataset: Any
-    eval_annotations: dict[str, VideoAnnotation]
+    eval_annotations: dict[str, Any]
+    diversity_rows: list[dict[str, Any]]
     label_names: list[str]
 
 
-def spread_selection(video_ids: Sequence[str], count: int | None) -> list[str]:
-    """``count`` ids evenly spaced over the sorted ``video_ids`` (all of them for None)."""
-    ordered = sorted(video_ids)
-    if count is None or count >= len(ordered):
-        return ordered
-    return [ordered[index * len(ordered) // count] for index in range(count)]
-
-
-def load_study_data(annotations_path: str | Path, budget: StudyBudget) -> StudyData:
-    """Synthetic features on the real timelines of the budget's Validation and Test videos."""
-    annotations = load_annotations(annotations_path)
-    chosen = {}
-    for subset, count in ((TRAIN_SUBSET, budget.train_videos), (TEST_SUBSET, budget.test_videos)):
-        ids = [video_id for video_id, video in annotations.items() if video.subset == subset]
-        if not ids:
-            raise ValueError(f"{annotations_path}: no video of subset {subset!r}")
-        chosen.update({video_id: annotations[video_id] for video_id in spread_selection(ids, count)})
-    videos = make_synthetic_videos(
-        None, num_classes=None, feature_dim=budget.feature_dim, timelines=chosen, seed=DATA_SEED
+def load_task(protocol: Protocol, task: str) -> TaskData:
+    videos = make_videos(protocol, task)
+    processor = SelfDetrProcessor(
+        window_size=protocol.window_size,
+        train_window_stride=protocol.train_stride,
+        test_window_stride=protocol.test_stride,
     )
-    processor = SelfDetrProcessor.thumos14()
-    return StudyData(
+    eval_dataset = videos.dataset(processor, subset="test", training=False)
+    spread = np.linspace(0, len(eval_dataset) - 1, min(protocol.diversity_windows, len(eval_dataset)))
+    return TaskData(
         processor=processor,
-        train_dataset=videos.dataset(processor, subset=TRAIN_SUBSET, training=True),
-        eval_dataset=videos.dataset(processor, subset=TEST_SUBSET, training=False),
-        eval_annotations={k: v for k, v in videos.annotations.items() if v.subset == TEST_SUBSET},
+        train_dataset=videos.dataset(processor, subset="train", training=True),
+        eval_dataset=eval_dataset,
+        eval_annotations={k: v for k, v in videos.annotations.items() if v.subset == "test"},
+        diversity_rows=[eval_dataset[int(index)] for index in np.unique(spread.round())],
         label_names=videos.label_names,
     )
 
 
-def build_model(budget: StudyBudget, label_names: Sequence[str], variant: str, seed: int) -> SelfDetrForActionDetection:
-    """The variant's model; the feedback switches add no weight, so every variant starts
-    from the same weights for a given seed."""
+def build_model(protocol: Protocol, label_names: Sequence[str], variant: str, seed: int) -> SelfDetrForActionDetection:
+    """The paper's model with the variant's feedback switches; the same weights for every
+    variant of a seed."""
     encoder_feedback, decoder_feedback = VARIANTS[variant]
     torch.manual_seed(seed)
     config = SelfDetrConfig(
-        feature_dim=budget.feature_dim,
+        feature_dim=protocol.feature_dim,
         id2label=dict(enumerate(label_names)),
         encoder_feedback=encoder_feedback,
         decoder_feedback=decoder_feedback,
-        **budget.model,
     )
     return SelfDetrForActionDetection(config)
 
 
 @torch.no_grad()
-def diversity_on_test_windows(
-    model: SelfDetrForActionDetection, eval_dataset: Any, batch_size: int = 16
-) -> dict[str, dict[str, LayerDiversity]]:
-    """Diversity per layer of every kind of attention, and of the guidance maps, on the test windows.
-
-    Each window's head-averaged maps are cropped to its valid steps and measured (Eq. 10,
-    candidates the rows of A, and the rows of A^T); a video's value is the mean over its
-    windows, and the result the mean and std over videos. The guidance maps are computed
-    from the cross-attention whether or not the model was trained with self-feedback:
-    ``encoder_guidance`` one ``(T, T)`` map (Eq. 3), ``decoder_guidance`` one ``(Nq, Nq)``
-    map per decoder layer (Eq. 2).
-
-    Returns:
-        ``{"diversity": {kind: LayerDiversity}, "diversity_transposed": {kind: LayerDiversity}}``
-        with the kinds of `MEASURED_KINDS`.
-    """
+def attention_diversity_per_layer(model: SelfDetrForActionDetection, rows: Sequence[Mapping[str, Any]]) -> dict:
+    """``{kind: [diversity per layer]}``, the mean over ``rows`` (windows) of Eq. 10 on each
+    window's head-averaged maps cropped to its valid steps; the guidance maps are computed
+    from the cross-attention whatever the variant."""
+    was_training = model.training
     model.eval()
+    batch = SelfDetrDataCollator()(
+        [{k: v for k, v in row.items() if k not in ("class_labels", "segments")} for row in rows]
+    )
     device = next(model.parameters()).device
-    collator = SelfDetrDataCollator()
-    video_ids = [row["video_id"] for row in window_metadata(eval_dataset)]
-    per_video: dict[str, dict[str, dict[str, list[np.ndarray]]]] = {
-        "diversity": defaultdict(lambda: defaultdict(list)),
-        "diversity_transposed": defaultdict(lambda: defaultdict(list)),
-    }
-    for start in range(0, len(eval_dataset), batch_size):
-        rows = [eval_dataset[index] for index in range(start, min(start + batch_size, len(eval_dataset)))]
-        batch = collator(rows)
-        outputs = model(
-            input_features=batch["input_features"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            output_attentions=True,
-        )
-        for index, valid in enumerate(batch["attention_mask"].sum(-1).tolist()):
-            cross = [layer[index, :, :valid] for layer in outputs.cross_attentions]  # L_d x (Nq, t)
-            window = {
-                "encoder": [layer[index, :valid, :valid] for layer in outputs.encoder_attentions],
-                "decoder": [layer[index] for layer in outputs.decoder_attentions],
+    outputs = model(
+        input_features=batch["input_features"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        output_attentions=True,
+    )
+    windows = []
+    for index, valid in enumerate(batch["attention_mask"].sum(-1).tolist()):
+        cross = [layer[index, :, :valid].float().cpu() for layer in outputs.cross_attentions]  # L_d x (Nq, t)
+        windows.append(
+            {
+                "encoder": [layer[index, :valid, :valid].float().cpu() for layer in outputs.encoder_attentions],
+                "decoder": [layer[index].float().cpu() for layer in outputs.decoder_attentions],
                 "cross": cross,
                 "encoder_guidance": [encoder_guidance_map(torch.stack(cross)[:, None])[0]],
                 "decoder_guidance": [decoder_guidance_map(layer) for layer in cross],
             }
-            for name, transposed in (("diversity", False), ("diversity_transposed", True)):
-                for kind, values in video_attention_diversity([window], transposed=transposed).items():
-                    per_video[name][video_ids[start + index]][kind].append(values)
-    return {
-        name: {
-            kind: summarize_layer_diversity([np.mean(kinds[kind], axis=0) for kinds in videos.values()])
-            for kind in MEASURED_KINDS
+        )
+    model.train(was_training)
+    return {kind: values.tolist() for kind, values in video_attention_diversity(windows).items()}
+
+
+def learning_rate_factor(step: int, protocol: Protocol) -> float:
+    """x0.1 at each of the protocol's drops (fractions of the budget), as the paper's step schedule."""
+    return 0.1 ** sum(step >= round(fraction * protocol.steps) for fraction in protocol.lr_drops)
+
+
+def train_run(protocol: Protocol, data: TaskData, task: str, variant: str, seed: int, device: str = "cpu") -> dict:
+    """Train one variant with one seed, measuring diversity and mAP along the way."""
+    model = build_model(protocol, data.label_names, variant, seed).to(device)
+    recipe = TrainingRecipe(
+        learning_rate=protocol.learning_rate, weight_decay=protocol.weight_decay, batch_size=protocol.batch_size
+    )
+    optimizer = build_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, protocol))
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        data.train_dataset,
+        batch_size=protocol.batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=SelfDetrDataCollator(),
+        drop_last=True,
+    )
+    accelerator = Accelerator(cpu=device == "cpu")
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    diversity_curve, map_curve, losses = [], [], []
+    train_seconds = measure_seconds = 0.0
+
+    def measure(step: int) -> None:
+        nonlocal measure_seconds
+        started = time.perf_counter()
+        if step % protocol.diversity_every == 0 or step == protocol.steps:
+            diversity_curve.append({"step": step, **attention_diversity_per_layer(model, data.diversity_rows)})
+        if step % protocol.map_every == 0 and step > 0 or step == protocol.steps:
+            metrics = evaluate(
+                model, data.processor, data.eval_dataset, data.eval_annotations, accelerator, TIOU_THRESHOLDS
+            )
+            map_curve.append({"step": step, "average_mAP": metrics["average_mAP"], "mAP": metrics["mAP"]})
+            model.train()
+        measure_seconds += time.perf_counter() - started
+
+    model.train()
+    measure(0)
+    for step in range(1, protocol.steps + 1):
+        started = time.perf_counter()
+        batch = next(batches)
+        batch = {
+            k: [{n: t.to(device) for n, t in target.items()} for target in v] if k == "labels" else v.to(device)
+            for k, v in batch.items()
         }
-        for name, videos in per_video.items()
-    }
-
-
-def run_variant(data: StudyData, budget: StudyBudget, variant: str, seed: int) -> dict[str, Any]:
-    """Train one variant with one seed, evaluate mAP and measure attention diversity."""
-    model = build_model(budget, data.label_names, variant, seed)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as output_dir:
-        arguments = AccelerateTrainingArguments(
-            output_dir=output_dir,
-            recipe=replace(budget.recipe, seed=seed),
-            eval_every=0,
-            max_steps=budget.max_steps,
-            progress=False,
-            tiou_thresholds=TIOU_THRESHOLDS,
-        )
-        metrics = train(
-            model,
-            data.processor,
-            data.train_dataset,
-            arguments,
-            eval_dataset=data.eval_dataset,
-            eval_annotations=data.eval_annotations,
-        )
-        log = [json.loads(line) for line in (Path(output_dir) / "train_log.jsonl").read_text().splitlines()]
-    train_seconds = time.perf_counter() - started - metrics["eval_seconds"]
-    started = time.perf_counter()
-    diversity = diversity_on_test_windows(model, data.eval_dataset)
-    encoder_feedback, decoder_feedback = VARIANTS[variant]
+        outputs = model(**batch)
+        outputs.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), protocol.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append({"loss": outputs.loss.item(), **{k: v.item() for k, v in outputs.loss_dict.items()}})
+        train_seconds += time.perf_counter() - started
+        measure(step)
+    final = map_curve[-1]
     return {
+        "task": task,
         "variant": variant,
         "seed": seed,
-        "encoder_feedback": encoder_feedback,
-        "decoder_feedback": decoder_feedback,
-        "steps": len(log),
-        "final_losses": {
-            name: float(np.mean([record[name] for record in log[-FINAL_LOSS_STEPS:]]))
-            for name in log[-1]
-            if name not in ("step", "epoch", "learning_rate")
-        },
-        "mAP": dict(zip(map(str, metrics["tiou_thresholds"]), metrics["mAP"])),
-        "average_mAP": metrics["average_mAP"],
-        **{name: {kind: d.to_dict() for kind, d in kinds.items()} for name, kinds in diversity.items()},
+        "protocol": protocol.digest(),
+        "encoder_feedback": VARIANTS[variant][0],
+        "decoder_feedback": VARIANTS[variant][1],
+        "steps": protocol.steps,
+        "average_mAP": final["average_mAP"],
+        "mAP": dict(zip(map(str, TIOU_THRESHOLDS), final["mAP"])),
+        "diversity": diversity_curve,
+        "map_curve": map_curve,
+        "loss_curve": [
+            {"step": end, **{k: float(np.mean([r[k] for r in losses[end - 100 : end]])) for k in losses[0]}}
+            for end in range(100, protocol.steps + 1, 100)
+        ],
         "train_seconds": train_seconds,
-        "eval_seconds": metrics["eval_seconds"],
-        "diversity_seconds": time.perf_counter() - started,
+        "measure_seconds": measure_seconds,
+        "seconds_per_step": train_seconds / protocol.steps,
+        "environment": environment(device),
     }
 
 
-def mean_and_spread(values: Sequence[Any]) -> dict[str, Any]:
-    """Mean and sample standard deviation (0 for one value) over seeds, along the first axis."""
+def run_path(out: Path, task: str, variant: str, seed: int) -> Path:
+    return out / "runs" / task / f"{variant}_seed{seed}.json"
+
+
+def run_study(
+    protocol: Protocol,
+    out: Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    device: str = "cpu",
+) -> list[Path]:
+    """Train every run of this shard that has no result yet; one JSON per run, written when
+    the run ends (an interrupted run starts again)."""
+    index, count = shard
+    todo = [run for position, run in enumerate(protocol.runs(tasks)) if position % count == index]
+    written, loaded = [], {}
+    for task, variant, seed in todo:
+        path = run_path(out, task, variant, seed)
+        if path.exists():
+            recorded = json.loads(path.read_text())["protocol"]
+            if recorded != protocol.digest():
+                raise SystemExit(
+                    f"reproduce_collapse: {path} was measured under another protocol ({recorded}); "
+                    "move it away or choose another --out"
+                )
+            continue
+        if task not in loaded:
+            loaded = {task: load_task(protocol, task)}
+        started = time.perf_counter()
+        result = train_run(protocol, loaded[task], task, variant, seed, device)
+        result["wall_seconds"] = time.perf_counter() - started
+        write_json(path, result)
+        written.append(path)
+        print(
+            f"{task:>11s} {variant:>12s} seed {seed}: average mAP {100 * result['average_mAP']:5.2f} "
+            f"({result['wall_seconds']:.0f} s, {1000 * result['seconds_per_step']:.0f} ms/step)",
+            flush=True,
+        )
+    return written
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file, so that a killed process never leaves half a result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    partial.replace(path)
+
+
+def load_runs(protocol: Protocol, out: Path) -> list[dict]:
+    runs = []
+    for task, variant, seed in protocol.runs():
+        path = run_path(out, task, variant, seed)
+        if path.exists():
+            run = json.loads(path.read_text())
+            if run["protocol"] == protocol.digest():
+                runs.append(run)
+    return runs
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def mean_and_std(values: Sequence[float]) -> dict[str, Any]:
     array = np.asarray(values, dtype=np.float64)
-    std = array.std(axis=0, ddof=1) if len(array) > 1 else np.zeros_like(array[0])
-    return {"mean": array.mean(axis=0).tolist(), "std": std.tolist(), "values": array.tolist()}
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "values": array.tolist(),
+    }
 
 
-def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per variant, mean and spread over seeds of mAP and of each layer's diversity."""
+def paired_difference(treated: Sequence[float], baseline: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """Per-seed differences ``treated - baseline``: mean, a percentile bootstrap 95% interval
+    of the mean, and the two-sided sign-test p-value (ties dropped)."""
+    differences = np.asarray(treated, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    resampled = rng.choice(differences, size=(BOOTSTRAP_SAMPLES, len(differences))).mean(axis=1)
+    positive, negative = int((differences > 0).sum()), int((differences < 0).sum())
+    return {
+        "differences": differences.tolist(),
+        "mean": float(differences.mean()),
+        "bootstrap_95": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))],
+        "positive": positive,
+        "negative": negative,
+        "sign_test_p": sign_test_p(positive, negative),
+    }
+
+
+def sign_test_p(positive: int, negative: int) -> float:
+    """Two-sided exact binomial test of ``positive`` successes in ``positive + negative`` at 1/2."""
+    trials = positive + negative
+    if trials == 0:
+        return 1.0
+    tail = sum(math.comb(trials, k) for k in range(min(positive, negative) + 1)) / 2**trials
+    return min(1.0, 2 * tail)
+
+
+def collapsed_layers(run: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Per self-attention kind, the layers (1-based) whose final diversity is below
+    `COLLAPSE_FRACTION` of their peak along training."""
+    found = {}
+    for kind in SELF_ATTENTION_KINDS:
+        curve = np.array([point[kind] for point in run["diversity"]])  # (measurements, L)
+        final, peak = curve[-1], curve.max(axis=0)
+        found[kind] = [layer + 1 for layer in np.flatnonzero(final < COLLAPSE_FRACTION * peak)]
+    return found
+
+
+def analyse(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The pre-registered analysis, per task: final mAP and diversity per variant over seeds,
+    paired differences to ``detr``, and the collapsed layers of every run."""
     summary = {}
-    for variant in dict.fromkeys(run["variant"] for run in runs):
-        chosen = [run for run in runs if run["variant"] == variant]
-        summary[variant] = {
-            "seeds": [run["seed"] for run in chosen],
-            "average_mAP": mean_and_spread([run["average_mAP"] for run in chosen]),
-            "mAP": {tiou: mean_and_spread([run["mAP"][tiou] for run in chosen]) for tiou in chosen[0]["mAP"]},
-            **{
-                name: {kind: mean_and_spread([run[name][kind]["mean"] for run in chosen]) for kind in MEASURED_KINDS}
-                for name in ("diversity", "diversity_transposed")
-            },
-        }
+    for task in dict.fromkeys(run["task"] for run in runs):
+        by_variant = {}
+        for run in runs:
+            if run["task"] == task:
+                by_variant.setdefault(run["variant"], {})[run["seed"]] = run
+        entry = {"variants": {}, "paired_to_detr": {}, "collapse": {}}
+        for variant, seeded in by_variant.items():
+            chosen = [seeded[seed] for seed in sorted(seeded)]
+            entry["variants"][variant] = {
+                "seeds": sorted(seeded),
+                "average_mAP": mean_and_std([run["average_mAP"] for run in chosen]),
+                "mAP": {t: mean_and_std([run["mAP"][t] for run in chosen]) for t in chosen[0]["mAP"]},
+                "final_diversity": {
+                    kind: [mean_and_std(layer) for layer in zip(*(run["diversity"][-1][kind] for run in chosen))]
+                    for kind in KINDS
+                },
+                "wall_seconds": mean_and_std([run["wall_seconds"] for run in chosen]),
+            }
+            entry["collapse"][variant] = {str(seed): collapsed_layers(seeded[seed]) for seed in sorted(seeded)}
+            baseline = by_variant.get("detr", {})
+            common = sorted(set(seeded) & set(baseline))
+            if variant != "detr" and common:
+                entry["paired_to_detr"][variant] = {
+                    "seeds": common,
+                    "average_mAP": paired_difference(
+                        [seeded[s]["average_mAP"] for s in common], [baseline[s]["average_mAP"] for s in common]
+                    ),
+                    "final_diversity": {
+                        kind: [
+                            paired_difference(
+                                [seeded[s]["diversity"][-1][kind][layer] for s in common],
+                                [baseline[s]["diversity"][-1][kind][layer] for s in common],
+                            )
+                            for layer in range(len(seeded[common[0]]["diversity"][-1][kind]))
+                        ]
+                        for kind in KINDS
+                    },
+                }
+        summary[task] = entry
     return summary
 
 
+def plot_diversity_curves(
+    runs: Sequence[Mapping[str, Any]], task: str, path: Path, variants=("detr", "self_detr")
+) -> Path:
+    """Diversity against training steps per layer (rows: kinds of map, columns: layers),
+    each seed a thin line and the mean over seeds a thick one, per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [run for run in runs if run["task"] == task and run["variant"] in variants]
+    layers = max(len(chosen[0]["diversity"][0][kind]) for kind in KINDS)
+    figure, axes = plt.subplots(len(KINDS), layers, figsize=(3.2 * layers, 2.3 * len(KINDS)), squeeze=False)
+    colours = dict(zip(variants, ("tab:red", "tab:blue", "tab:green", "tab:orange")))
+    for row, (kind, title) in enumerate(KINDS.items()):
+        for layer in range(layers):
+            axis = axes[row, layer]
+            if layer >= len(chosen[0]["diversity"][0][kind]):
+                axis.axis("off")
+                continue
+            for variant in variants:
+                curves = [run for run in chosen if run["variant"] == variant]
+                if not curves:
+                    continue
+                steps = [point["step"] for point in curves[0]["diversity"]]
+                values = np.array([[point[kind][layer] for point in run["diversity"]] for run in curves])
+                for seed_values in values:
+                    axis.plot(steps, seed_values, color=colours[variant], alpha=0.25, linewidth=0.8)
+                axis.plot(steps, values.mean(axis=0), color=colours[variant], linewidth=2, label=variant)
+            axis.set_title(f"{title}, layer {layer + 1}", fontsize=8)
+            axis.tick_params(labelsize=7)
+            if row == len(KINDS) - 1:
+                axis.set_xlabel("optimiser step", fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    figure.suptitle(f"task {task}: attention diversity (Eq. 10) along training, {len(chosen)} runs", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def plot_final_map(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Final average mAP per seed, per task and variant; a seed's runs joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(run["task"] for run in runs))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        variants = [v for v in VARIANTS if any(r["task"] == task and r["variant"] == v for r in runs)]
+        seeds = sorted({r["seed"] for r in runs if r["task"] == task})
+        for seed in seeds:
+            points = [
+                (position, 100 * run["average_mAP"])
+                for position, variant in enumerate(variants)
+                for run in runs
+                if run["task"] == task and run["variant"] == variant and run["seed"] == seed
+            ]
+            axis.plot(*zip(*points), marker="o", alpha=0.7, label=f"seed {seed}")
+        axis.set_xticks(range(len(variants)), variants, fontsize=8)
+        axis.set_ylabel("average mAP (%), tIoU 0.3:0.7")
+        axis.set_title(f"task {task}", fontsize=10)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def markdown_report(summary: Mapping[str, Any]) -> str:
+    lines = []
+    for task, entry in summary.items():
+        lines += [
+            f"### Task `{task}`",
+            "",
+            "| variant | seeds | avg mAP (%) | paired diff to detr (pp) [95% CI], sign test p |",
+            "|---|---|---|---|",
+        ]
+        for variant, values in entry["variants"].items():
+            paired = entry["paired_to_detr"].get(variant)
+            cell = (
+                f"{100 * paired['average_mAP']['mean']:+.2f} [{100 * paired['average_mAP']['bootstrap_95'][0]:+.2f}, "
+                f"{100 * paired['average_mAP']['bootstrap_95'][1]:+.2f}], p = {paired['average_mAP']['sign_test_p']:.3g}"
+                if paired
+                else "-"
+            )
+            mAP = values["average_mAP"]
+            lines.append(
+                f"| {variant} | {len(values['seeds'])} | {100 * mAP['mean']:.2f} ± {100 * mAP['std']:.2f} | {cell} |"
+            )
+        for kind, title in KINDS.items():
+            layers = len(next(iter(entry["variants"].values()))["final_diversity"][kind])
+            lines += ["", f"Final diversity of the {title} per layer (mean ± std; paired diff to detr [95% CI]):", ""]
+            lines += [
+                "| variant | " + " | ".join(f"layer {i + 1}" for i in range(layers)) + " |",
+                "|---|" + "---|" * layers,
+            ]
+            for variant, values in entry["variants"].items():
+                cells = []
+                for layer, stats in enumerate(values["final_diversity"][kind]):
+                    cell = f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+                    paired = entry["paired_to_detr"].get(variant)
+                    if paired:
+                        diff = paired["final_diversity"][kind][layer]
+                        cell += (
+                            f" ({diff['mean']:+.3f} [{diff['bootstrap_95'][0]:+.3f}, {diff['bootstrap_95'][1]:+.3f}])"
+                        )
+                    cells.append(cell)
+                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines += ["", "Collapsed self-attention layers (final diversity < half the peak):", ""]
+        for variant, seeds in entry["collapse"].items():
+            found = [
+                f"seed {s}: " + ", ".join(f"{k} {l}" for k, l in layers.items() if l)
+                for s, layers in seeds.items()
+                if any(layers.values())
+            ]
+            lines.append(f"- {variant}: " + ("; ".join(found) if found else "none"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report(protocol: Protocol, out: Path) -> dict[str, Any]:
+    """Analyse every finished run under ``out``: ``summary.json``, the plots and Markdown tables."""
+    runs = load_runs(protocol, out)
+    if not runs:
+        raise SystemExit(f"reproduce_collapse: no finished run under {out}")
+    summary = {
+        "protocol": protocol.to_dict(),
+        "protocol_digest": protocol.digest(),
+        "runs": len(runs),
+        "tasks": analyse(runs),
+    }
+    write_json(out / "summary.json", summary)
+    for task in summary["tasks"]:
+        plot_diversity_curves(runs, task, out / f"diversity_{task}.png")
+    plot_final_map(runs, out / "final_map.png")
+    (out / "summary.md").write_text(markdown_report(summary["tasks"]), encoding="utf-8")
+    return summary
+
+
+# ----------------------------------------------------------------------------- probes and tuning
+
+
+def step_examples(videos: SyntheticVideos, subset: str, context: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every step inside exactly one action (with ``context`` steps either side
+    concatenated), and that action's class."""
+    label_ids = {name: index for index, name in enumerate(videos.label_names)}
+    inputs, targets = [], []
+    for video_id, video in videos.annotations.items():
+        if video.subset != subset:
+            continue
+        features = np.asarray(videos.features[video_id])
+        times = (np.arange(len(features)) + 0.5) / videos.feature_fps
+        inside = (times[:, None] >= video.segments[:, 0]) & (times[:, None] < video.segments[:, 1])  # (T, n)
+        steps = np.flatnonzero(inside.sum(axis=1) == 1)
+        padded = np.pad(features, ((context, context), (0, 0)))
+        for step in steps:
+            inputs.append(padded[step : step + 2 * context + 1].reshape(-1))
+            targets.append(label_ids[video.labels[int(np.flatnonzero(inside[step])[0])]])
+    return np.stack(inputs).astype(np.float32), np.array(targets)
+
+
+def linear_probe(videos: SyntheticVideos, context: int = 0, epochs: int = 300) -> dict[str, float]:
+    """Accuracy of a multinomial logistic regression from one step's features (or a
+    ``2 context + 1`` step neighbourhood) to the class of the action it lies in, trained on
+    the train videos, measured on the test videos; ``chance`` is the share of the most
+    frequent test class, ``uniform_chance`` one over the number of classes."""
+    train_x, train_y = step_examples(videos, "train", context)
+    test_x, test_y = step_examples(videos, "test", context)
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(train_x.shape[1], len(videos.label_names))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+    x, y = torch.from_numpy((train_x - mean) / std), torch.from_numpy(train_y)
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(probe(x), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        train_accuracy = (probe(x).argmax(-1) == y).float().mean().item()
+        predicted = probe(torch.from_numpy((test_x - mean) / std)).argmax(-1).numpy()
+    return {
+        "context_steps": context,
+        "train_steps": len(train_y),
+        "test_steps": len(test_y),
+        "train_accuracy": train_accuracy,
+        "test_accuracy": float((predicted == test_y).mean()),
+        "chance": float(np.bincount(test_y).max() / len(test_y)),
+        "uniform_chance": 1 / len(videos.label_names),
+    }
+
+
 def environment(device: str) -> dict[str, Any]:
-    """The machine and software the numbers come from, and how busy the machine was (load
-    average when the study ends: other processes share small machines)."""
+    """The machine the numbers come from and how busy it was (other processes share it)."""
     info = {
         "platform": platform.platform(),
-        "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -314,194 +730,88 @@ def environment(device: str) -> dict[str, Any]:
     return info
 
 
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def run_study(
-    annotations_path: str | Path,
-    budget: StudyBudget,
-    *,
-    variants: Sequence[str] = tuple(VARIANTS),
-    seeds: Sequence[int] = (0,),
-    device: str = "cpu",
-    json_path: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train every variant with every seed on the same data and budget; collect the numbers.
-
-    With ``json_path``, writes the report there and the diversity plots beside it
-    (`plot_summary`).
-
-    Returns:
-        ``{"environment", "budget", "data", "runs": [per variant and seed], "summary":
-        {variant: mean and spread over seeds}}``.
-    """
-    unknown = [variant for variant in variants if variant not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
-    started = time.perf_counter()
-    data = load_study_data(annotations_path, budget)
-    print(
-        f"{len(data.train_dataset)} training windows ({budget.train_videos or 'all'} {TRAIN_SUBSET} videos), "
-        f"{len(data.eval_dataset)} test windows ({len(data.eval_annotations)} {TEST_SUBSET} videos), "
-        f"{len(data.label_names)} classes",
-        flush=True,
-    )
-    runs = []
-    for seed in seeds:
-        for variant in variants:
-            run = run_variant(data, budget, variant, seed)
-            runs.append(run)
-            print(
-                f"{variant:>13s} seed {seed}: average mAP {100 * run['average_mAP']:5.2f} "
-                f"({run['steps']} steps, {run['train_seconds'] + run['eval_seconds'] + run['diversity_seconds']:.0f} s)",
-                flush=True,
-            )
-    report = {
-        "environment": environment(device),
-        "budget": {**asdict(budget), "model": dict(budget.model)},
-        "data": {
-            "annotations": str(annotations_path),
-            "data_seed": DATA_SEED,
-            "train_videos": sorted({row["video_id"] for row in window_metadata(data.train_dataset)}),
-            "test_videos": sorted(data.eval_annotations),
-            "train_windows": len(data.train_dataset),
-            "test_windows": len(data.eval_dataset),
-            "classes": data.label_names,
-        },
-        "runs": runs,
-        "summary": summarize_runs(runs),
-        "total_seconds": time.perf_counter() - started,
-    }
-    if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        plot_summary(report, json_path)
-    return report
-
-
-def plot_summary(report: Mapping[str, Any], json_path: Path) -> list[Path]:
-    """Diversity per layer, variants side by side, bars the mean and whiskers the std over
-    seeds: ``<stem>_diversity.png`` for the attention maps, ``<stem>_guidance.png`` for the
-    guidance maps."""
-    from selfdetr_hf.evaluation.plots import plot_layer_diversity
-
-    num_videos = len(report["data"]["test_videos"])
-    seeds = len(next(iter(report["summary"].values()))["seeds"])
-    figures = {
-        "diversity": ("attention diversity", {"encoder": "encoder", "decoder": "decoder", "cross": "cross"}),
-        "guidance": (
-            "diversity of the self-feedback guidance",
-            {"encoder_guidance": "encoder guidance (Eq. 3)", "decoder_guidance": "decoder guidance (Eq. 2)"},
-        ),
-    }
-    paths = []
-    for suffix, (subject, panels) in figures.items():
-        models = {
-            variant: {title: _over_seeds(summary["diversity"][kind], num_videos) for kind, title in panels.items()}
-            for variant, summary in report["summary"].items()
-        }
-        title = f"{subject} per layer on {num_videos} test videos (mean and std over {seeds} seed(s))"
-        paths.append(plot_layer_diversity(models, json_path.with_name(f"{json_path.stem}_{suffix}.png"), title=title))
-    return paths
-
-
-def _over_seeds(values: Mapping[str, Any], num_videos: int) -> LayerDiversity:
-    """A `mean_and_spread` summary of diversity per layer as the `LayerDiversity` plots take."""
-    return LayerDiversity(np.array(values["mean"]), np.array(values["std"]), num_videos)
-
-
-def markdown_tables(report: Mapping[str, Any]) -> str:
-    """The summary as Markdown: mAP (%) per variant, then diversity per layer and kind."""
-    summary = report["summary"]
-    thresholds = list(next(iter(summary.values()))["mAP"])
-    lines = [
-        "| variant | seeds | " + " | ".join(f"mAP@{t}" for t in thresholds) + " | avg mAP (0.3:0.7) |",
-        "|---|---|" + "---|" * (len(thresholds) + 1),
-    ]
-    for variant, values in summary.items():
-        cells = [_percent(values["mAP"][t]) for t in thresholds] + [_percent(values["average_mAP"])]
-        lines.append(f"| {variant} | {len(values['seeds'])} | " + " | ".join(cells) + " |")
-    for kind in MEASURED_KINDS:
-        layers = len(next(iter(summary.values()))["diversity"][kind]["mean"])
-        lines += [
-            "",
-            f"Diversity (Eq. 10) of the {KIND_TITLES[kind]}, per layer:",
-            "",
-            "| variant | " + " | ".join(f"layer {i + 1}" for i in range(layers)) + " |",
-            "|---|" + "---|" * layers,
-        ]
-        for variant, values in summary.items():
-            diversity = values["diversity"][kind]
-            cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(diversity["mean"], diversity["std"])]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _percent(values: Mapping[str, Any]) -> str:
-    return f"{100 * values['mean']:.2f} ± {100 * values['std']:.2f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--annotations", type=Path, default=DEFAULT_ANNOTATIONS, help="THUMOS14 timelines")
-    parser.add_argument("--json", type=Path, metavar="OUT.json", help="write every number here, the plots beside it")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; 42 with --full)")
+    parser.add_argument("command", choices=("run", "report", "probe", "tune"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    parser.add_argument("--quick", action="store_true", help="a few steps on a few videos: tests the pipeline only")
     parser.add_argument(
-        "--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS), help="which to train (default: all)"
+        "--gpu", action="store_true", help="the GPU protocol (more seeds) on --device cuda, in <out>/gpu"
     )
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 5, 120 with --full)")
-    parser.add_argument(
-        "--feature-dim", type=int, help="channels of the synthetic features (default: 64, 2048 with --full)"
-    )
-    parser.add_argument(
-        "--full", action="store_true", help="the paper's model, recipe (120 epochs) and every video; meant for a GPU"
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda with --full, cpu otherwise")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for small models on a shared CPU)"
-    )
+    parser.add_argument("--tasks", nargs="+", choices=tuple(TASKS), help="run these tasks only (default: all)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="run every N-th run starting at I (default 0/1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    tuning = parser.add_argument_group("tune: the detr baseline, seed 0, on other signal settings (task --tasks)")
+    for name in (
+        "noise_std",
+        "background_std",
+        "background_leak",
+        "class_similarity",
+        "edge_softness",
+        "boundary_strength",
+        "instance_jitter",
+    ):
+        tuning.add_argument(f"--{name.replace('_', '-')}", type=float)
+    tuning.add_argument("--batch-size", type=int, help="windows per optimiser step (default: the protocol's)")
     args = parser.parse_args(argv)
-
-    if not args.annotations.is_file():
-        print(
-            f"reproduce_collapse: THUMOS14 timelines not found at {args.annotations}; this study needs the real "
-            "annotations (../shared/data beside the project, or --annotations FILE). Nothing was run.",
-            file=sys.stderr,
-        )
-        return 2
-    device = args.device or ("cuda" if args.full else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    torch.set_num_threads(args.threads)
+    if (args.gpu or args.device == "cuda") and not torch.cuda.is_available():
         print("reproduce_collapse: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
-    if device == "cpu":
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-    torch.set_num_threads(args.threads)
-    transformers_logging.disable_progress_bar()
+    protocol = QUICK if args.quick else GPU_PROTOCOL if args.gpu else PROTOCOL
+    if args.gpu:
+        args.device, args.out = "cuda", args.out / "gpu"
+    try:
+        index, count = (int(part) for part in args.shard.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        print(f"reproduce_collapse: --shard must be I/N with 0 <= I < N; got {args.shard!r}", file=sys.stderr)
+        return 2
 
-    budget = FULL_BUDGET if args.full else CPU_BUDGET
-    if args.epochs is not None:
-        budget = budget.with_epochs(args.epochs)
-    if args.feature_dim is not None:
-        budget = replace(budget, feature_dim=args.feature_dim)
-    seeds = args.seeds or ([42] if args.full else [0, 1, 2])
-    report = run_study(
-        args.annotations, budget, variants=args.variants, seeds=seeds, device=device, json_path=args.json
-    )
-    print()
-    print(markdown_tables(report))
-    print(
-        f"\n{report['total_seconds']:.0f} s in all on {report['environment']['processor']}, torch {torch.__version__}"
-    )
-    if args.json is not None:
+    if args.command == "run":
+        run_study(protocol, args.out, tasks=args.tasks, shard=(index, count), device=args.device)
+    elif args.command == "report":
+        summary = report(protocol, args.out)
+        print(markdown_report(summary["tasks"]))
+        print(f"wrote {args.out / 'summary.json'}, {args.out / 'summary.md'} and the plots beside them")
+    elif args.command == "probe":
+        probes = {
+            task: [linear_probe(make_videos(protocol, task), context) for context in (0, 8)] for task in protocol.tasks
+        }
+        write_json(args.out / "probe.json", probes)
+        for task, results in probes.items():
+            for result in results:
+                print(
+                    f"{task:>11s} probe on {2 * result['context_steps'] + 1:2d} step(s): test accuracy "
+                    f"{100 * result['test_accuracy']:.1f}% (majority class {100 * result['chance']:.1f}%, "
+                    f"1/K {100 * result['uniform_chance']:.1f}%, train "
+                    f"{100 * result['train_accuracy']:.1f}%)"
+                )
+    else:
+        overrides = {
+            name: value
+            for name, value in vars(args).items()
+            if name in SignalSettings.__dataclass_fields__ and value is not None
+        }
+        task = (args.tasks or ["signature"])[0]
+        spec = replace(TASKS[task], signal=replace(TASKS[task].signal, **overrides))
+        tuned = replace(
+            protocol, tasks={task: spec}, seeds={"detr": (0,)}, batch_size=args.batch_size or protocol.batch_size
+        )
+        if args.batch_size:
+            overrides["batch_size"] = args.batch_size
+        name = "_".join(f"{k}{v:g}" for k, v in sorted(overrides.items())) or "default"
+        started = time.perf_counter()
+        result = train_run(tuned, load_task(tuned, task), task, "detr", 0, args.device)
+        result["wall_seconds"] = time.perf_counter() - started
+        result["signal"] = asdict(spec.signal)
+        result["batch_size"] = tuned.batch_size
+        write_json(args.out / "tuning" / task / f"{name}.json", result)
         print(
-            f"wrote {args.json} and the plots beside it: {args.json.stem}_diversity.png, {args.json.stem}_guidance.png"
+            f"tune {task} {name}: detr seed 0 average mAP {100 * result['average_mAP']:.2f}, curve "
+            + ", ".join(f"{p['step']}: {100 * p['average_mAP']:.1f}" for p in result["map_curve"])
         )
     return 0
 

@@ -1,14 +1,17 @@
-"""The collapse reproduction study (benchmarks/reproduce_collapse.py) on a tiny budget."""
+"""The reproduction study (benchmarks/reproduce_collapse.py): its quick mode runs the whole
+pipeline and writes the per-run JSON and the report; its statistics are right."""
 
 import importlib.util
 import json
+import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_collapse.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "reproduce_collapse.py"
+KINDS = {"encoder": 2, "decoder": 4, "cross": 4, "encoder_guidance": 1, "decoder_guidance": 4}
 
 
 @pytest.fixture(scope="module")
@@ -23,72 +26,104 @@ def study():
 
 
 @pytest.fixture(scope="module")
-def tiny_budget(study):
-    return replace(
-        study.CPU_BUDGET,
-        model={"d_model": 32, "num_attention_heads": 4, "ffn_dim": 64, "input_norm_groups": 8, "num_queries": 8},
-        feature_dim=16,
-        train_videos=3,
-        test_videos=2,
-        max_steps=2,
-    )
+def quick_results(tmp_path_factory):
+    """``run --quick`` then ``report --quick``, as a user runs them."""
+    out = tmp_path_factory.mktemp("collapse")
+    for command in ("run", "report"):
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), command, "--quick", "--out", str(out)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+    return out
 
 
-@pytest.fixture(scope="module")
-def report(study, tiny_budget, shared_data, tmp_path_factory):
-    """Two variants, one seed, two optimiser steps each."""
-    json_path = tmp_path_factory.mktemp("collapse") / "collapse.json"
-    study.run_study(
-        shared_data / "thumos14" / "thumos14.json",
-        tiny_budget,
-        variants=["self_detr", "detr"],
-        seeds=[0],
-        json_path=json_path,
-    )
-    return json_path
+def test_quick_run_writes_one_json_per_task_variant_and_seed(quick_results):
+    runs = sorted(path.relative_to(quick_results).as_posix() for path in quick_results.glob("runs/*/*.json"))
+    assert runs == [
+        "runs/phase_order/detr_seed0.json",
+        "runs/phase_order/self_detr_seed0.json",
+        "runs/signature/detr_seed0.json",
+        "runs/signature/self_detr_seed0.json",
+    ]
+    run = json.loads((quick_results / "runs/signature/self_detr_seed0.json").read_text())
+    assert (run["task"], run["variant"], run["seed"], run["steps"]) == ("signature", "self_detr", 0, 4)
+    assert [point["step"] for point in run["diversity"]] == [0, 2, 4]
+    assert [point["step"] for point in run["map_curve"]] == [4]
+    for point in run["diversity"]:
+        assert {kind: len(point[kind]) for kind in KINDS} == KINDS
+    assert list(run["mAP"]) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    assert 0.0 <= run["average_mAP"] <= 1.0
+    assert run["wall_seconds"] > 0 and run["seconds_per_step"] > 0
 
 
-def test_report_holds_map_and_diversity_of_every_run_and_variant(report):
-    data = json.loads(report.read_text())
-    assert set(data) >= {"environment", "budget", "data", "runs", "summary"}
-    assert [(run["variant"], run["seed"]) for run in data["runs"]] == [("self_detr", 0), ("detr", 0)]
-    assert set(data["summary"]) == {"self_detr", "detr"}
-    for run in data["runs"]:
-        assert run["steps"] == 2
-        assert list(run["mAP"]) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
-        assert 0.0 <= run["average_mAP"] <= 1.0
-    for summary in data["summary"].values():
-        assert summary["seeds"] == [0]
-        assert set(summary["mAP"]) == {"0.3", "0.4", "0.5", "0.6", "0.7"}
-        assert set(summary["diversity"]) == {"encoder", "decoder", "cross", "encoder_guidance", "decoder_guidance"}
+def test_report_summarises_every_task_and_writes_plots(quick_results):
+    summary = json.loads((quick_results / "summary.json").read_text())
+    assert summary["runs"] == 4
+    for task in ("signature", "phase_order"):
+        entry = summary["tasks"][task]
+        assert set(entry["variants"]) == {"detr", "self_detr"}
+        paired = entry["paired_to_detr"]["self_detr"]
+        assert paired["seeds"] == [0]
+        assert len(paired["final_diversity"]["decoder"]) == 4
+        assert set(entry["collapse"]["detr"]["0"]) == {"encoder", "decoder"}
+        assert (quick_results / f"diversity_{task}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (quick_results / "final_map.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### Task `phase_order`" in (quick_results / "summary.md").read_text()
 
 
-def test_diversity_per_layer_lies_in_unit_interval(report):
-    """Eq. 10 is not bounded by 1 in general (the N x N identity scores sqrt(2 (N - 1))), but
-    a model two steps from initialisation attends almost uniformly: its maps lie close to
-    rank 1 and every value is in [0, 1]."""
-    data = json.loads(report.read_text())
-    layers = {"encoder": 2, "decoder": 4, "cross": 4, "encoder_guidance": 1, "decoder_guidance": 4}
-    for run in data["runs"]:
-        for name in ("diversity", "diversity_transposed"):
-            for kind, count in layers.items():
-                values = run[name][kind]["mean"]
-                assert len(values) == count
-                assert all(0.0 <= value <= 1.0 for value in values), (name, kind, values)
+def test_a_second_run_reuses_finished_runs_and_refuses_another_protocols(study, quick_results):
+    path = quick_results / "runs/signature/detr_seed0.json"
+    before = path.read_bytes()
+    assert study.run_study(study.QUICK, quick_results) == []
+    assert path.read_bytes() == before
+    with pytest.raises(SystemExit, match="measured under another protocol"):
+        study.run_study(study.PROTOCOL, quick_results, tasks=["signature"])
+    assert path.read_bytes() == before
 
 
-def test_diversity_plots_are_written_beside_the_json(report):
-    for name in ("collapse_diversity.png", "collapse_guidance.png"):
-        assert report.with_name(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_sign_test_matches_the_binomial_distribution(study):
+    assert study.sign_test_p(5, 0) == pytest.approx(2 / 32)
+    assert study.sign_test_p(4, 1) == pytest.approx(2 * 6 / 32)
+    assert study.sign_test_p(0, 0) == 1.0
+    assert study.sign_test_p(3, 3) == 1.0
 
 
-def test_variants_start_from_the_same_weights(study, tiny_budget):
-    detr = study.build_model(tiny_budget, ["a", "b"], "detr", seed=3).state_dict()
-    self_detr = study.build_model(tiny_budget, ["a", "b"], "self_detr", seed=3).state_dict()
+def test_paired_difference_is_per_seed(study):
+    paired = study.paired_difference([0.5, 0.6, 0.7], [0.4, 0.4, 0.8])
+    assert paired["differences"] == pytest.approx([0.1, 0.2, -0.1])
+    assert paired["mean"] == pytest.approx(0.2 / 3)
+    low, high = paired["bootstrap_95"]
+    assert -0.1 - 1e-9 <= low <= paired["mean"] <= high <= 0.2 + 1e-9
+    assert (paired["positive"], paired["negative"]) == (2, 1)
+
+
+def test_collapse_is_a_final_diversity_below_half_the_peak(study):
+    run = {
+        "diversity": [
+            {"encoder": [0.2, 0.2], "decoder": [0.1, 0.1, 0.1, 0.1]},
+            {"encoder": [0.8, 0.3], "decoder": [0.1, 0.6, 0.1, 0.1]},
+            {"encoder": [0.39, 0.3], "decoder": [0.1, 0.31, 0.1, 0.1]},
+        ]
+    }
+    assert study.collapsed_layers(run) == {"encoder": [1], "decoder": []}
+
+
+def test_variants_start_from_the_same_weights(study):
+    detr = study.build_model(study.QUICK, ["a", "b"], "detr", seed=3).state_dict()
+    self_detr = study.build_model(study.QUICK, ["a", "b"], "self_detr", seed=3).state_dict()
     assert detr.keys() == self_detr.keys()
     assert all(detr[name].equal(self_detr[name]) for name in detr)
 
 
-def test_missing_annotations_exit_with_a_message(study, tmp_path, capsys):
-    assert study.main(["--annotations", str(tmp_path / "absent.json")]) == 2
-    assert "THUMOS14 timelines not found" in capsys.readouterr().err
+def test_learning_rate_drops_tenfold_at_two_thirds_and_five_sixths(study):
+    factors = [study.learning_rate_factor(step, study.PROTOCOL) for step in (0, 999, 1000, 1249, 1250, 1499)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_a_bad_shard_is_refused_in_one_line(study, capsys):
+    assert study.main(["run", "--quick", "--shard", "2/2"]) == 2
+    assert capsys.readouterr().err.strip() == "reproduce_collapse: --shard must be I/N with 0 <= I < N; got '2/2'"
