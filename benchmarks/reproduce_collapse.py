@@ -156,9 +156,12 @@ class Protocol:
         ]
 
 
+TUNED_SIGNAL = SignalSettings(noise_std=0.25, background_leak=0.2, edge_softness=0.1, boundary_strength=2.0)
+"""The signal on which the ``detr`` baseline (seed 0) reaches 49.3% average mAP at this
+budget; the default `SignalSettings` gave 21.9% (the tuning runs are in RESULTS.md)."""
 TASKS = {
-    "signature": Task("signature", SignalSettings()),
-    "phase_order": Task("phase_order", SignalSettings()),
+    "signature": Task("signature", TUNED_SIGNAL),
+    "phase_order": Task("phase_order", TUNED_SIGNAL),
 }
 PROTOCOL = Protocol(
     tasks=TASKS,
