@@ -17,8 +17,8 @@ import torch
 from transformers import BatchFeature, FeatureExtractionMixin
 from transformers.utils import TensorType
 
-from .data.features import check_finite
-from .data.windows import (
+from .feature_files import check_finite
+from .windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
     position_to_seconds,

@@ -3,9 +3,9 @@
 from .annotations import VideoAnnotation, detect_format, label_names, load_annotations
 from .collator import SelfDetrDataCollator
 from .dataset import FeatureSource, WindowFeatureLoader, build_dataset, open_features, window_metadata
-from .features import FeatureError, FeatureFolder, check_finite, load_feature_file
+from ..feature_files import FeatureError, FeatureFolder, check_finite, load_feature_file
 from .synthetic import SignalSettings, SyntheticVideos, make_synthetic_videos, thumos14_like_timelines
-from .windows import (
+from ..windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
     position_to_seconds,

@@ -36,8 +36,8 @@ from .checks import (
     short_videos_message,
     shown,
 )
-from .features import FeatureError, FeatureFolder, check_finite
-from .windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
+from ..feature_files import FeatureError, FeatureFolder, check_finite
+from ..windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
 
 if TYPE_CHECKING:
     from ..processing_self_detr import SelfDetrProcessor

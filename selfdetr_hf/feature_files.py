@@ -1,5 +1,9 @@
 """Per-video feature files: ``.npy`` (memory-mapped), ``.npz`` and ``.pt``, one file per video
-per feature folder; several folders (e.g. RGB and flow) are concatenated along channels."""
+per feature folder; several folders (e.g. RGB and flow) are concatenated along channels.
+
+A top-level module, as every module the processor and the pipeline import: a saved model's
+code is one flat folder of modules (see `SelfDetrPreTrainedModel.save_pretrained`).
+"""
 
 from __future__ import annotations
 
