@@ -18,6 +18,8 @@ from transformers import BatchFeature, FeatureExtractionMixin
 from transformers.utils import TensorType
 
 from .feature_files import check_finite
+from .nms import nms, soft_nms
+from .segment_ops import segment_cw_to_se
 from .windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
@@ -25,8 +27,6 @@ from .windows import (
     resize_features,
     sliding_windows,
 )
-from .nms import nms, soft_nms
-from .segment_ops import segment_cw_to_se
 
 NMS_METHODS = ("nms", "soft_nms", "none")
 
