@@ -75,7 +75,7 @@ MUTANTS = [
     ("nms strict at threshold", "selfdetr_hf/nms.py", "(iou <= iou_threshold)", "(iou < iou_threshold)"),
     (
         "coverage > instead of >=",
-        "selfdetr_hf/data/windows.py",
+        "selfdetr_hf/windows.py",
         "(coverage >= min_coverage)",
         "(coverage > min_coverage)",
     ),

@@ -9,7 +9,7 @@ import os
 import torch
 
 from .data import FeatureFolder
-from .data.features import EXTENSIONS, LAYOUTS
+from .feature_files import EXTENSIONS, LAYOUTS
 from .inference import feature_files
 
 MAX_DEFAULT_THREADS = 8

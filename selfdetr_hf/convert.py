@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .configuration_self_detr import SelfDetrConfig
+from .hub import SAVED_CODE_FILES
 from .modeling_self_detr import SelfDetrForActionDetection
 
 
@@ -80,7 +81,9 @@ TRAINING_SETTINGS = {
 
 
 # What ``save_pretrained`` writes (or, for stale shards, deletes) in its folder.
-SAVED_MODEL_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
+SAVED_MODEL_FILES = (
+    "config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", *SAVED_CODE_FILES,
+)  # fmt: skip
 
 
 def saved_model_files(output_dir: str | Path) -> list[Path]:

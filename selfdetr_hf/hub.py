@@ -9,14 +9,23 @@ from huggingface_hub import HfApi
 
 from .configuration_self_detr import SelfDetrConfig
 
+SAVED_CODE_FILES = (
+    "modeling_self_detr.py", "configuration_self_detr.py", "losses.py", "matcher.py", "self_feedback.py",
+    "segment_ops.py", "processing_self_detr.py", "feature_files.py", "windows.py", "nms.py",
+    "pipeline_temporal_action_detection.py",
+)  # fmt: skip
+"""The code that ``save_pretrained`` of a model, its processor and the pipeline copies beside
+the weights, for loading with ``trust_remote_code=True`` without this package."""
+
 MODEL_FILES = [
     "config.json",
     "*.safetensors",
     "model.safetensors.index.json",
     "preprocessor_config.json",
     "README.md",
+    *SAVED_CODE_FILES,
 ]
-"""What a push uploads from a model directory: the model, its processor and its card."""
+"""What a push uploads from a model directory: the model, its processor, their code and its card."""
 
 
 def check_model_dir(model_dir: Path) -> None:

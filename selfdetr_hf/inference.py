@@ -12,7 +12,8 @@ import torch
 
 from .data import FeatureFolder, check_finite
 from .data.checks import check_positive, short_input_limit
-from .data.dataset import FeatureSource, check_feature_shape, open_features
+from .data.dataset import FeatureSource, open_features
+from .feature_files import check_feature_shape
 from .processing_self_detr import SelfDetrProcessor
 
 

@@ -7,13 +7,16 @@ h heads, Nq queries. Segments are normalised ``(center, width)`` of the input wi
 """
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -22,6 +25,17 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_self_detr import SelfDetrConfig
 from .losses import SelfDetrLoss
 from .segment_ops import inverse_sigmoid
+
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_self_detr.SelfDetrConfig",
+    "AutoModel": "modeling_self_detr.SelfDetrModel",
+    "AutoModelForTemporalActionDetection": "modeling_self_detr.SelfDetrForActionDetection",
+    "AutoModelForObjectDetection": "modeling_self_detr.SelfDetrForActionDetection",
+}
+"""The ``auto_map`` every saved config carries: which class of the saved code each Auto class
+loads with ``trust_remote_code=True``. ``AutoModelForObjectDetection`` is transformers' own
+detection Auto class, which loads the detector where this package (and its
+`AutoModelForTemporalActionDetection`) is not installed."""
 
 
 @dataclass
@@ -579,6 +593,17 @@ class SelfDetrPreTrainedModel(PreTrainedModel):
         """The training objective (Eq. 9) of this config, a `SelfDetrLoss`:
         ``loss, loss_dict = model.loss_function(logits, pred_segments, labels, ...)``."""
         return getattr(self, "criterion", None) or SelfDetrLoss(self.config)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, plus this model's code: ``modeling_self_detr.py``
+        and the modules it imports are copied beside the weights and the config gets
+        `REMOTE_CODE_AUTO_MAP` (entries set with ``register_for_auto_class`` win), so that
+        ``from_pretrained(folder, trust_remote_code=True)`` loads it where this package is not
+        installed. Where it is, its own classes load the folder, with or without the flag."""
+        self.config.auto_map = {**REMOTE_CODE_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and not self.is_remote_code():
+            custom_object_save(self, save_directory)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -17,16 +17,16 @@ import torch
 from transformers import BatchFeature, FeatureExtractionMixin
 from transformers.utils import TensorType
 
-from .data.features import check_finite
-from .data.windows import (
+from .feature_files import check_finite
+from .nms import nms, soft_nms
+from .segment_ops import segment_cw_to_se
+from .windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
     position_to_seconds,
     resize_features,
     sliding_windows,
 )
-from .nms import nms, soft_nms
-from .segment_ops import segment_cw_to_se
 
 NMS_METHODS = ("nms", "soft_nms", "none")
 
@@ -72,6 +72,14 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         fusion_top_k (`int`, *optional*, defaults to 2):
             Classes of an external video-level classifier combined with each detection when
             classifier scores are given.
+        video_backbone (`str`, *optional*):
+            The video model (Hub name or folder) whose features the model was trained on, as
+            `selfdetr extract-features --backbone` takes it; the `temporal-action-detection` pipeline
+            extracts features of video files with it. `None`: the pipeline takes features only.
+        video_clip_len (`int`, *optional*, defaults to 16):
+            Video frames per feature step of `video_backbone` (`extract-features --clip-len`).
+        video_stride (`int`, *optional*, defaults to 4):
+            Video frames between feature steps of `video_backbone` (`extract-features --stride`).
 
     Example:
 
@@ -101,6 +109,7 @@ class SelfDetrProcessor(FeatureExtractionMixin):
     """
 
     model_input_names = ["input_features", "attention_mask"]
+    _auto_class = "AutoFeatureExtractor"  # save_pretrained copies this file and its imports, for remote code
 
     def __init__(
         self,
@@ -117,6 +126,9 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         min_score: float = 0.0,
         top_k_per_video: int = 200,
         fusion_top_k: int = 2,
+        video_backbone: str | None = None,
+        video_clip_len: int = 16,
+        video_stride: int = 4,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,6 +145,9 @@ class SelfDetrProcessor(FeatureExtractionMixin):
         self.min_score = min_score
         self.top_k_per_video = top_k_per_video
         self.fusion_top_k = fusion_top_k
+        self.video_backbone = video_backbone
+        self.video_clip_len = video_clip_len
+        self.video_stride = video_stride
         self._check_values()
 
     @classmethod
@@ -172,6 +187,8 @@ class SelfDetrProcessor(FeatureExtractionMixin):
             "pre_nms_top_k",
             "top_k_per_video",
             "fusion_top_k",
+            "video_clip_len",
+            "video_stride",
         ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -230,7 +247,8 @@ class SelfDetrProcessor(FeatureExtractionMixin):
                 Seconds of feature step 0 (half a clip for clip features), one value or one per video;
                 only with `feature_fps`.
             durations (`list[float]`, *optional*):
-                Video lengths in seconds; defaults to the span of the features. Only with `feature_fps`.
+                Video lengths in seconds (`None` entries: the span of that video's features); defaults to the
+                span of the features. Only with `feature_fps`.
             video_ids (`list[str]`, *optional*):
                 Distinct names of the videos; defaults to `"0"`, `"1"`, ...
             return_tensors (`str` or [`~utils.TensorType`], *optional*):
@@ -463,7 +481,8 @@ def _window_metadata(
     offsets = _per_video(0.0 if time_offset is None else time_offset, count, "time_offset")
     metadata = []
     for video_id, offset, length, num_steps, index in windows:
-        duration = num_steps / rates[index] + offsets[index] if durations is None else float(durations[index])
+        known = durations is not None and durations[index] is not None
+        duration = float(durations[index]) if known else num_steps / rates[index] + offsets[index]
         values = (video_id, offset, length, rates[index], offsets[index], duration)
         metadata.append(dict(zip(WINDOW_METADATA_KEYS, values)))
     return metadata

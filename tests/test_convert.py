@@ -15,6 +15,7 @@ from selfdetr_hf.convert import (
     convert_state_dict,
     load_original_checkpoint,
 )
+from selfdetr_hf.hub import SAVED_CODE_FILES
 
 ORIGINAL_LOSS_NAMES = {
     "loss_ce": "loss_focal",
@@ -205,7 +206,9 @@ def test_cli_convert_refuses_a_folder_holding_a_model_unless_asked_to_overwrite(
     assert (out / "config.json").read_text() == '{"mine": 1}'
 
     assert main(["convert", str(fixture_dir / "checkpoint.pth"), str(out), "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    written = {p.name for p in out.iterdir()} - {"config.json", "model.safetensors", "notes.txt"}
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".py") == ["config.json", "model.safetensors", "notes.txt"]
+    assert written and written <= set(SAVED_CODE_FILES)  # the model's code, for remote code
     assert SelfDetrForActionDetection.from_pretrained(out).config.num_queries == 10
 
 

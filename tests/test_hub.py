@@ -16,7 +16,7 @@ import yaml
 
 from selfdetr_hf import SelfDetrForActionDetection
 from selfdetr_hf.cli import main
-from selfdetr_hf.hub import push_model
+from selfdetr_hf.hub import SAVED_CODE_FILES, push_model
 from selfdetr_hf.model_card import TEMPLATES_DIR, available_templates, render_model_card
 
 THUMOS_METRICS = {
@@ -52,7 +52,7 @@ print(json.dumps(SelfDetrProcessor.from_pretrained(repo_id).to_dict()))
 PUSH_MODEL_THEN_MODEL_INFO = """
 import json, sys
 from huggingface_hub import model_info
-from selfdetr_hf.hub import push_model
+from selfdetr_hf.hub import SAVED_CODE_FILES, push_model
 
 model_dir, repo_id = sys.argv[1:]
 push_model(model_dir, repo_id)
@@ -62,7 +62,7 @@ print(json.dumps({result.metric_name: result.metric_value for result in info.car
 
 PUSH_MODEL = """
 import sys
-from selfdetr_hf.hub import push_model
+from selfdetr_hf.hub import SAVED_CODE_FILES, push_model
 
 push_model(*sys.argv[1:])
 """
@@ -131,6 +131,7 @@ def test_processor_from_pretrained_after_push_to_hub_has_the_same_settings(hub_e
     stdout = hub_endpoint.run_python(PUSH_PROCESSOR_THEN_PULL, "org/self-detr-processor")
 
     pulled = json.loads(stdout.strip().splitlines()[-1])
+    assert pulled.pop("auto_map") == {"AutoFeatureExtractor": "processing_self_detr.SelfDetrProcessor"}  # remote code
     assert pulled == SelfDetrProcessor(nms_method="soft_nms", top_k_per_video=100).to_dict()
     assert "preprocessor_config.json" in hub_endpoint.files("org/self-detr-processor")
 
@@ -151,7 +152,7 @@ def test_push_model_card_metrics_appear_in_model_info(hub_endpoint, saved_model,
     assert reported == pytest.approx(_expected_values(THUMOS_METRICS), abs=5e-3)
 
 
-def test_push_model_uploads_only_model_processor_and_card(hub_endpoint, saved_model):
+def test_push_model_uploads_only_model_processor_code_and_card(hub_endpoint, saved_model):
     (saved_model / "preprocessor_config.json").write_text("{}", encoding="utf-8")
     (saved_model / "README.md").write_text("---\nlibrary_name: transformers\n---\n# card\n", encoding="utf-8")
     (saved_model / "metrics.json").write_text("{}", encoding="utf-8")
@@ -161,7 +162,9 @@ def test_push_model_uploads_only_model_processor_and_card(hub_endpoint, saved_mo
     hub_endpoint.run_python(PUSH_MODEL, str(saved_model), "org/self-detr-files")
 
     uploaded = set(hub_endpoint.files("org/self-detr-files"))
-    assert uploaded == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
+    model_code = {path.name for path in saved_model.glob("*.py")}  # written by save_pretrained, for remote code
+    assert model_code and model_code <= set(SAVED_CODE_FILES)
+    assert uploaded == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *model_code}
 
 
 def test_cli_push_uploads_model_with_rendered_card(hub_endpoint, saved_model, tmp_path):

@@ -60,9 +60,10 @@ def test_every_python_and_shell_block_says_whether_it_runs():
 
 def test_the_runnable_blocks_cover_the_model_and_the_custom_dataset_end_to_end():
     runnable = [block for block in readme_blocks() if block.runnable]
-    assert [block.language for block in runnable] == ["python", "json", "python", "bash"]
-    assert runnable[1].file_name == "my_annotations.json"
-    assert "selfdetr detect --model my-self-detr" in runnable[3].code
+    assert [block.language for block in runnable] == ["python", "python", "json", "python", "bash"]
+    assert 'pipeline("temporal-action-detection"' in runnable[1].code
+    assert runnable[2].file_name == "my_annotations.json"
+    assert "selfdetr detect --model my-self-detr" in runnable[4].code
 
 
 def write_feature_files(annotations: dict, folder: Path) -> None:
@@ -106,6 +107,7 @@ def test_the_runnable_blocks_run_in_order_in_an_empty_folder(tmp_path, monkeypat
             assert "Traceback" not in result.stderr
             outputs.append(result.stdout)
 
+    assert (tmp_path / "tiny-detector-pipeline" / "pipeline_temporal_action_detection.py").is_file()
     model = tmp_path / "my-self-detr"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
         assert (model / name).is_file(), name

@@ -1,11 +1,7 @@
 """Data: annotation files, feature files, windows, datasets, collation, synthetic videos."""
 
-from .annotations import VideoAnnotation, detect_format, label_names, load_annotations
-from .collator import SelfDetrDataCollator
-from .dataset import FeatureSource, WindowFeatureLoader, build_dataset, open_features, window_metadata
-from .features import FeatureError, FeatureFolder, check_finite, load_feature_file
-from .synthetic import SignalSettings, SyntheticVideos, make_synthetic_videos, thumos14_like_timelines
-from .windows import (
+from ..feature_files import FeatureError, FeatureFolder, check_finite, load_feature_file
+from ..windows import (
     WINDOW_METADATA_KEYS,
     pad_window,
     position_to_seconds,
@@ -14,6 +10,10 @@ from .windows import (
     sliding_windows,
     window_targets,
 )
+from .annotations import VideoAnnotation, detect_format, label_names, load_annotations
+from .collator import SelfDetrDataCollator
+from .dataset import FeatureSource, WindowFeatureLoader, build_dataset, open_features, window_metadata
+from .synthetic import SignalSettings, SyntheticVideos, make_synthetic_videos, thumos14_like_timelines
 
 __all__ = [
     "WINDOW_METADATA_KEYS",

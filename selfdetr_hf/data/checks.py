@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .features import FeatureError
+from ..feature_files import FeatureError
 
 if TYPE_CHECKING:
     from ..processing_self_detr import SelfDetrProcessor

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import datasets
 import numpy as np
 
+from ..feature_files import FeatureFolder, check_feature_shape, check_finite
+from ..windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
 from .annotations import VideoAnnotation, label_names
 from .checks import (
     SPAN_TOLERANCE,
@@ -36,8 +38,6 @@ from .checks import (
     short_videos_message,
     shown,
 )
-from .features import FeatureError, FeatureFolder, check_finite
-from .windows import WINDOW_METADATA_KEYS, seconds_to_position, window_targets
 
 if TYPE_CHECKING:
     from ..processing_self_detr import SelfDetrProcessor
@@ -240,26 +240,6 @@ def _annotation_label_names(annotations: Mapping[str, VideoAnnotation]) -> list[
     return names
 
 
-def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
-    """``(T, C)`` of a video's array-like features, checked without reading them: 2-D,
-    ``T > 0``, ``C == feature_dim`` when given.
-
-    Raises:
-        FeatureError: naming the video and ``source`` (its file).
-    """
-    shape = tuple(getattr(array, "shape", ()))
-    if len(shape) != 2:
-        raise FeatureError(f"video {video_id!r}: features must be (time, channels); got shape {shape} ({source})")
-    if shape[0] == 0:
-        raise FeatureError(f"video {video_id!r}: zero-length features ({source})")
-    if feature_dim is not None and shape[1] != feature_dim:
-        hint = " (channels first? use layout='CT', or --feature-layout CT)" if shape[0] == feature_dim else ""
-        raise FeatureError(
-            f"video {video_id!r}: features have {shape[1]} channels, expected {feature_dim} ({source}){hint}"
-        )
-    return shape
-
-
 def _video_timing(
     video: VideoAnnotation,
     video_id: str,
@@ -300,7 +280,6 @@ __all__ = [
     "FeatureSource",
     "WindowFeatureLoader",
     "build_dataset",
-    "check_feature_shape",
     "open_features",
     "window_metadata",
 ]

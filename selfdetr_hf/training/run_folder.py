@@ -11,7 +11,7 @@ What a run writes in its ``output_dir``:
   ``checkpoint.json`` naming the run and the step;
 - ``logs/``: TensorBoard events;
 - the final model: ``config.json``, ``model.safetensors``, ``preprocessor_config.json``,
-  ``README.md`` (the model card) and ``metrics.json``.
+  their code (`SAVED_CODE_FILES`), ``README.md`` (the model card) and ``metrics.json``.
 
 A new run refuses a folder that holds any of these unless it is asked to overwrite it; then
 exactly these are deleted (other files in the folder are left alone). A resumed run loads
@@ -36,6 +36,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from ..hub import SAVED_CODE_FILES
+
 RUN_FILE = "run.json"
 LOG_FILE = "train_log.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
@@ -44,7 +46,7 @@ _FINAL_STAGING = ".final_model.partial"
 RUN_ARTEFACTS = (
     RUN_FILE, LOG_FILE, "train_log.before_resume_*.jsonl", CHECKPOINTS_DIR, "logs", "config.json",
     "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
-    "README.md", "metrics.json", _FINAL_STAGING,
+    "README.md", "metrics.json", _FINAL_STAGING, *SAVED_CODE_FILES,
 )  # fmt: skip
 
 

@@ -10,6 +10,9 @@ frame of the model's normalised ``(center, width)`` segments.
 A sliding window covers ``length <= size`` steps and is zero-padded to ``size`` with an
 attention mask; a resized window covers the whole video and is linearly interpolated to a
 fixed length. Both are ``(offset, length)`` pairs; only the feature extraction differs.
+
+A top-level module, as every module the processor imports: a saved model's code is one flat
+folder of modules (see `SelfDetrPreTrainedModel.save_pretrained`).
 """
 
 from __future__ import annotations

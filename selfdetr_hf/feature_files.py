@@ -1,5 +1,9 @@
 """Per-video feature files: ``.npy`` (memory-mapped), ``.npz`` and ``.pt``, one file per video
-per feature folder; several folders (e.g. RGB and flow) are concatenated along channels."""
+per feature folder; several folders (e.g. RGB and flow) are concatenated along channels.
+
+A top-level module, as every module the processor and the pipeline import: a saved model's
+code is one flat folder of modules (see `SelfDetrPreTrainedModel.save_pretrained`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,6 +74,26 @@ def load_feature_file(path: str | Path, *, layout: Literal["TC", "CT"] = "TC", k
     if array.shape[0] == 0:
         raise FeatureError(f"{path}: zero-length features (shape {array.shape})")
     return array
+
+
+def check_feature_shape(array: Any, video_id: str, source: str, feature_dim: int | None) -> tuple[int, int]:
+    """``(T, C)`` of a video's array-like features, checked without reading them: 2-D,
+    ``T > 0``, ``C == feature_dim`` when given.
+
+    Raises:
+        FeatureError: naming the video and ``source`` (its file).
+    """
+    shape = tuple(getattr(array, "shape", ()))
+    if len(shape) != 2:
+        raise FeatureError(f"video {video_id!r}: features must be (time, channels); got shape {shape} ({source})")
+    if shape[0] == 0:
+        raise FeatureError(f"video {video_id!r}: zero-length features ({source})")
+    if feature_dim is not None and shape[1] != feature_dim:
+        hint = " (channels first? use layout='CT', or --feature-layout CT)" if shape[0] == feature_dim else ""
+        raise FeatureError(
+            f"video {video_id!r}: features have {shape[1]} channels, expected {feature_dim} ({source}){hint}"
+        )
+    return shape
 
 
 def check_finite(features: np.ndarray, video_id: str, source: str) -> np.ndarray:
@@ -224,4 +248,4 @@ class FeatureFolder:
         return ", ".join(str(path) for path in self.paths(video_id))
 
 
-__all__ = ["FeatureError", "FeatureFolder", "check_finite", "load_feature_file"]
+__all__ = ["FeatureError", "FeatureFolder", "check_feature_shape", "check_finite", "load_feature_file"]
