@@ -142,3 +142,24 @@ def test_onnx_without_the_export_extra_names_the_install_command(saved_model, tm
 def test_a_file_name_of_another_format_is_refused(tmp_path, name, format, message):
     with pytest.raises(ValueError, match=f"^{re.escape(f'{tmp_path / name}: {message}')}$"):
         check_export_paths(tmp_path / name, format)
+
+
+def test_exported_outputs_give_the_eager_detections_through_the_processor(exported, run_exported, eager_model):
+    """The README's recipe: the processor rebuilt from the JSON, its windows through the
+    exported file, its post-processing on the ``[logits, pred_segments]`` pair."""
+    _, _, output = exported
+    metadata = json.loads(metadata_path(output).read_text())
+    processor = SelfDetrProcessor(**metadata["processor"])
+    id2label = {int(index): name for index, name in metadata["id2label"].items()}
+    features = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)  # 3 windows, the last padded
+    inputs = processor([features], feature_fps=7.5, video_ids=["video"])
+    window_metadata = inputs.pop("window_metadata")
+    found = processor.post_process_action_detection(
+        list(run_exported(inputs["input_features"], inputs["attention_mask"])), window_metadata, id2label=id2label
+    )[0]
+    with torch.no_grad():
+        outputs = eager_model(**processor([features], return_tensors="pt"))
+    expected = processor.post_process_action_detection(outputs, window_metadata, id2label=id2label)[0]
+    assert found["label_names"] == expected["label_names"]
+    np.testing.assert_allclose(found["scores"], expected["scores"], atol=1e-4)
+    np.testing.assert_allclose(found["segments"], expected["segments"], atol=1e-3)
