@@ -77,7 +77,7 @@ def check_onnx_extra() -> None:
 
 def padded_inputs(feature_dim: int, batch: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``(batch, steps, feature_dim)`` float32 features and an int64 ``(batch, steps)``
-    mask whose last window is padded after half its steps (the last window of a video)."""
+    mask whose last row is padded after half its steps, as the last window of a video is."""
     features = torch.randn(batch, steps, feature_dim, generator=torch.Generator().manual_seed(seed))
     attention_mask = torch.ones(batch, steps, dtype=torch.long)
     attention_mask[-1, steps // 2 :] = 0
