@@ -299,6 +299,34 @@ def _run_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    parser.add_argument("model", metavar="MODEL_DIR", help="a saved model (with its processor)")
+    parser.add_argument("output", metavar="OUT", help="file to write, .pt2 (torch) or .onnx, and OUT.json beside it")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="torch",
+        help="torch: a torch.export program; onnx: an ONNX model for onnxruntime (the export extra) (default: torch)",
+    )  # fmt: skip
+    add_overwrite_argument(parser, "an existing OUT and OUT.json")
+    parser.set_defaults(device="cpu")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    """A saved model -> an exported file checked against the eager model, and its JSON."""
+    from .export import check_export_paths, check_onnx_extra, export_detector
+
+    check_export_paths(args.output, args.format, overwrite=args.overwrite)
+    if args.format == "onnx":
+        check_onnx_extra()
+    model, processor = _load_model(args)
+    report = export_detector(model, args.output, args.format, processor=processor, overwrite=args.overwrite)
+    difference = ", ".join(f"{name} {value:.1e}" for name, value in report.difference.items())
+    print(f"exported {args.model} -> {report.output} ({args.format}), metadata: {report.metadata}")
+    print(f"largest difference to the eager model on padded inputs: {difference}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": ("train, evaluate, save, reload and detect on the built-in synthetic data", add_demo_arguments, run_demo),
     "train": ("train with Accelerate (the paper's recipes; DDP with accelerate launch)", add_train_arguments, run_train),
@@ -307,6 +335,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "detect": ("detections in seconds for feature files or videos (JSON or CSV)", _add_detect_arguments, _run_detect),
     "convert": ("convert an original Self-DETR checkpoint", _add_convert_arguments, _run_convert),
     "push": ("upload a saved model with its model card to the Hub", _add_push_arguments, _run_push),
+    "export": ("export a saved model for deployment (torch.export or ONNX)", _add_export_arguments, _run_export),
     "score": ("score an ActivityNet submission (mAP, ActivityNet protocol)", add_score_arguments, run_score),
     "diagnose": ("attention diversity per layer and attention plots", add_diagnose_arguments, run_diagnose),
 }

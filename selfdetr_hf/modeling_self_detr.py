@@ -674,9 +674,10 @@ def _check_inputs(input_features: torch.Tensor, attention_mask: torch.Tensor | N
             f"got {tuple(attention_mask.shape)}"
         )
     valid = attention_mask.bool()
-    empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"attention_mask marks no valid time step for batch sample(s) {empty}")
+    if not torch.compiler.is_compiling():  # reads the mask on the host: eager only, never in a traced graph
+        empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"attention_mask marks no valid time step for batch sample(s) {empty}")
     return valid
 
 
@@ -744,7 +745,7 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         valid = _check_inputs(input_features, attention_mask, self.config.feature_dim)
-        key_valid = None if bool(valid.all()) else valid
+        key_valid = None if attention_mask is None else valid  # a given mask is always applied: no data-dependent branch
         need_weights = bool(output_attentions)
 
         features = input_features.to(self.dtype)  # float32 features from the processor into a bfloat16 model

@@ -285,6 +285,19 @@ def test_input_group_norm_statistics_are_float32_under_autocast():
     assert in_bfloat16.dtype == torch.bfloat16  # a model converted to bf16 stays bf16
 
 
+def test_an_all_valid_mask_gives_the_outputs_of_no_mask(tiny_config):
+    """A given mask always takes the masked path (the one an exported graph holds), with every attention backend."""
+    model = SelfDetrForActionDetection(tiny_config).eval()
+    features = torch.randn(2, 20, 32)
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():
+            plain = model(input_features=features)
+            masked = model(input_features=features, attention_mask=torch.ones(2, 20, dtype=torch.long))
+        torch.testing.assert_close(masked.logits, plain.logits)
+        torch.testing.assert_close(masked.pred_segments, plain.pred_segments)
+
+
 def test_wrong_channel_count_is_a_clear_error(tiny_config):
     model = SelfDetrForActionDetection(tiny_config)
     with pytest.raises(ValueError, match=r"input_features must have shape \(batch, time, 32\).*transpose"):
