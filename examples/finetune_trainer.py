@@ -15,6 +15,9 @@ The model computes its loss (Eq. 9, self-feedback included) from the `labels` co
 scores them with the ActivityNet protocol. The best checkpoint (highest average mAP) is
 reloaded at the end and saved with its processor.
 
+`--compile` runs the encoder-decoder under `torch.compile` (the Hungarian matching and the
+loss stay eager); the first steps, and the first evaluation, are slow while it compiles.
+
 An output folder holding a run (a model, `checkpoint-N` folders, results) is refused:
 `--resume` continues it from its newest `checkpoint-N`, `--overwrite` deletes that run
 (other files are left alone) and starts afresh.
@@ -39,6 +42,7 @@ from selfdetr_hf.training.commands import (
     build_model,
     load_data,
 )
+from selfdetr_hf.training.compilation import compile_for_training
 from selfdetr_hf.training.run_folder import RUN_ARTEFACTS, check_output_dir, clear_run
 
 TRAINER_RUN = (*RUN_ARTEFACTS, "checkpoint-*", "training_args.bin", "all_results.json", "eval_results.json")
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--learning-rate", type=positive_float, default=2e-4)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--compile", action="store_true", help="run the encoder-decoder under torch.compile")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model and processor to the Hub")
     add_output_arguments(parser)
     return parser.parse_args(argv)
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     # From scratch, or from a pretrained model whose class head is re-initialised for the data's labels.
     model = build_model(data.label_names, data.feature_dim, pretrained=args.model)
+    if args.compile:
+        compile_for_training(model)
 
     training_args = TrainingArguments(
         output_dir=args.output_dir,

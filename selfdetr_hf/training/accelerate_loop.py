@@ -30,6 +30,7 @@ from ..data import SelfDetrDataCollator, window_metadata
 from ..evaluation import THUMOS14_TIOU_THRESHOLDS, evaluate_detections
 from ..inference import as_submission
 from ..processing_self_detr import SelfDetrProcessor
+from .compilation import compile_for_training
 from .interrupts import TrainingInterrupted, stop_requests
 from .recipes import RECIPES, ExponentialMovingAverage, TrainingRecipe, build_optimizer, build_scheduler
 from .run_folder import (
@@ -68,6 +69,10 @@ class AccelerateTrainingArguments:
         eval_every: evaluate every N epochs (0 = only after the last epoch).
         max_steps: stop after this many optimiser steps in all (a shorter run).
         tensorboard: log losses, learning rate and mAP to TensorBoard in ``output_dir/logs``.
+        compile: run the training steps' encoder-decoder under ``torch.compile``
+            (`compile_for_training`; the loss and its matching stay eager, evaluation
+            runs eagerly). Not part of the run's trajectory: a compiled run follows the
+            eager one to float rounding and either may resume the other.
         tiou_thresholds: thresholds of the evaluation mAP.
         progress: show progress bars (main process only).
 
@@ -90,6 +95,7 @@ class AccelerateTrainingArguments:
     eval_every: int = 1
     max_steps: int | None = None
     tensorboard: bool = False
+    compile: bool = False
     tiou_thresholds: Sequence[float] = THUMOS14_TIOU_THRESHOLDS
     progress: bool = True
 
@@ -207,6 +213,8 @@ def train(
     ema = ExponentialMovingAverage(accelerator.unwrap_model(model), recipe.ema_decay) if recipe.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
+    if args.compile:  # after the EMA's copy, which stays an eager model
+        compile_for_training(accelerator.unwrap_model(model))
     total_steps = recipe.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
@@ -249,7 +257,9 @@ def train(
     has_eval_data = eval_dataset is not None and eval_annotations is not None
 
     def run_evaluation() -> dict[str, Any]:
-        with torch.random.fork_rng(devices=[]):  # evaluation leaves the training's random stream alone
+        # Evaluation leaves the training's random stream alone, and runs eagerly: its few
+        # passes, in eval mode and batches of varying size, would each compile new graphs.
+        with torch.random.fork_rng(devices=[]), torch.compiler.set_stance("force_eager"):
             return evaluate(evaluated, processor, eval_dataset, eval_annotations, accelerator, args.tiou_thresholds)
 
     def save_training_state() -> Path:

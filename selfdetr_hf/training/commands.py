@@ -186,6 +186,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (0: only at the end)")
     run.add_argument("--max-steps", type=int, help="stop after N optimiser steps")
     run.add_argument("--tensorboard", action="store_true", help="log to TensorBoard in OUTPUT_DIR/logs")
+    run.add_argument(
+        "--compile", action="store_true",
+        help="run the encoder-decoder under torch.compile (matching and loss eager; the first steps compile)",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--push-to-hub", metavar="REPO_ID", help="push the final model, processor and card to the Hub")
 
@@ -234,6 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         max_steps=args.max_steps,
         tensorboard=args.tensorboard,
+        compile=args.compile,
         tiou_thresholds=TIOU_PRESETS[args.preset],
         progress=not args.no_progress,
     )

@@ -287,3 +287,35 @@ def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(dataset, tmp_pat
         "no checkpoint to resume from: start again with --overwrite"
     )
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_compile_follows_the_eager_run_and_resumes_it(dataset, tmp_path):
+    """Compiling is not a trajectory setting: same losses as eager to float rounding, and a
+    compiled run continues an eager one. Minutes on an empty inductor kernel cache."""
+    eager = run_cli(train_command(dataset, tmp_path / "eager", "--max-steps", "2", "--checkpoint-every", "1"))
+    _, stderr = eager.communicate(timeout=600)
+    assert eager.returncode == 0, stderr[-3000:]
+
+    compiled = run_cli(train_command(dataset, tmp_path / "compiled", "--max-steps", "2", "--compile"))
+    _, stderr = compiled.communicate(timeout=1200)
+    assert compiled.returncode == 0, stderr[-3000:]
+    eager_log, compiled_log = (
+        [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        for name in ("eager", "compiled")
+    )
+    assert [record["step"] for record in compiled_log] == [1, 2]
+    for eager_record, compiled_record in zip(eager_log, compiled_log, strict=True):
+        for name, value in eager_record.items():
+            assert compiled_record[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    metrics = json.loads((tmp_path / "compiled" / "metrics.json").read_text())
+    assert 0.0 <= metrics["average_mAP"] <= 1.0
+    assert json.loads((tmp_path / "compiled" / "run.json").read_text())["arguments"]["compile"] is True
+    SelfDetrForActionDetection.from_pretrained(tmp_path / "compiled")
+
+    # The eager run stopped at step 1 continues compiled, with no settings refused.
+    (tmp_path / "eager" / "checkpoints" / "step_2").rename(tmp_path / "unused_step_2")
+    resumed = run_cli(train_command(dataset, tmp_path / "eager", "--max-steps", "2", "--resume", "--compile"))
+    _, stderr = resumed.communicate(timeout=1200)
+    assert resumed.returncode == 0, error_line(stderr)
+    resumed_log = [json.loads(line) for line in (tmp_path / "eager" / "train_log.jsonl").read_text().splitlines()]
+    assert resumed_log[1]["loss"] == pytest.approx(eager_log[1]["loss"], rel=1e-4)
