@@ -38,20 +38,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .model_loading import load_model
-    from .processing_self_detr import SelfDetrProcessor
+    from .model_loading import load_model, load_processor
 
-    model = load_model(args.model, device=args.device)
-    try:
-        processor = SelfDetrProcessor.from_pretrained(args.model)
-    except OSError:
-        print(
-            f"selfdetr: {args.model} has no preprocessor_config.json; using the THUMOS14 windowing and "
-            "post-processing (save the processor next to the model to choose others)",
-            file=sys.stderr,
-        )
-        processor = SelfDetrProcessor.thumos14()
-    return model, processor
+    return load_model(args.model, device=args.device), load_processor(args.model)
 
 
 def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
