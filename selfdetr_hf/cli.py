@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
 
+from .app.commands import add_app_arguments, run_app
 from .command_options import (
     add_feature_arguments,
     add_overwrite_argument,
@@ -298,6 +299,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "push": ("upload a saved model with its model card to the Hub", _add_push_arguments, _run_push),
     "score": ("score an ActivityNet submission (mAP, ActivityNet protocol)", add_score_arguments, run_score),
     "diagnose": ("attention diversity per layer and attention plots", add_diagnose_arguments, run_diagnose),
+    "app": ("web demo: detections and attention maps in the browser (app extra)", add_app_arguments, run_app),
 }
 
 
