@@ -101,13 +101,13 @@ def build_demo(
             feature sizes, a backbone whose features are not the model's size.
     """
     model, source = _loaded(model, device)
-    model_name = Path(source).name or "model"
+    model_name = source or "model"
     if processor is None:
         processor = load_processor(source) if source else SelfDetrProcessor.thumos14()
     models = {_feedback_name(model_name, model): model}
     if compare_model is not None:
         compare_model, compare_source = _loaded(compare_model, device)
-        compare_name = Path(compare_source).name or "compared model"
+        compare_name = compare_source or "compared model"
         if compare_model.config.feature_dim != model.config.feature_dim:
             raise ValueError(
                 f"{compare_name} takes {compare_model.config.feature_dim}-d features, {model_name} "

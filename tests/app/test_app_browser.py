@@ -91,7 +91,7 @@ def _upload_and_detect(browser, url: str, path: Path) -> None:
     wait = WebDriverWait(browser, PAGE_TIMEOUT)
     wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#feature-files input[type=file]"))
     browser.find_element(By.CSS_SELECTOR, "#feature-files input[type=file]").send_keys(str(path))
-    wait.until(lambda page: path.name in page.find_element(By.CSS_SELECTOR, "#feature-files").text)
+    wait.until(lambda page: path.stem in page.find_element(By.CSS_SELECTOR, "#feature-files").text)  # uploaded
     fps = browser.find_element(By.CSS_SELECTOR, "#feature-fps input")
     fps.clear()
     fps.send_keys(str(FEATURE_FPS))

@@ -189,7 +189,7 @@ def test_build_demo_refuses_a_compare_model_of_another_feature_size(tiny_model_d
     from selfdetr_hf.app import build_demo
 
     other = save_tiny_model(tmp_path / "wide", feature_dim=32)
-    with pytest.raises(ValueError, match=r"wide takes 32-d features, .* 16-d: compare models of one feature size"):
+    with pytest.raises(ValueError, match=r".*wide takes 32-d features, .* 16-d: compare models of one feature size"):
         build_demo(tiny_model_dir, compare_model=other)
 
 
