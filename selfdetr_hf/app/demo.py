@@ -28,7 +28,7 @@ from huggingface_hub.errors import StrictDataclassError
 
 from ..data.dataset import open_features
 from ..data.features import EXTENSIONS
-from ..evaluation.diagnostics import DEFAULT_WINDOW_SIZE
+from ..evaluation.diagnostics import DEFAULT_WINDOW_SIZE, feedback_description
 from ..inference import check_video_features
 from ..model_loading import load_model, load_processor
 from ..processing_self_detr import NMS_METHODS, SelfDetrProcessor
@@ -56,10 +56,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _feedback_name(name: str, model: torch.nn.Module) -> str:
-    config = model.config
-    switches = [kind for kind in ("encoder", "decoder") if getattr(config, f"{kind}_feedback", False)]
-    feedback = "with self-feedback" if len(switches) == 2 else f"{' and '.join(switches) or 'no'} feedback"
-    return f"{name} ({feedback})"
+    return f"{name} ({feedback_description(model.config)})"
 
 
 def _loaded(model: str | Path | torch.nn.Module, device: str) -> tuple[torch.nn.Module, str]:
@@ -126,7 +123,7 @@ def build_demo(
                 f"{model_name} takes {model.config.feature_dim}-d"
             )
     synthetic = synthetic_videos(model.config.feature_dim)
-    workspace = tempfile.TemporaryDirectory(prefix="selfdetr-app-")  # removed when the demo is collected
+    workspace = tempfile.TemporaryDirectory(prefix="selfdetr-app-")  # removed with the demo's handlers
 
     def request_folder() -> Path:
         return Path(tempfile.mkdtemp(dir=workspace.name))
@@ -275,7 +272,6 @@ def build_demo(
             show_attention, [result, video_choice, window],
             [attention_status, *map_images, diversity_image, diversity_table],
         )  # fmt: skip
-    demo.workspace = workspace  # the request folders live as long as the demo
     return demo
 
 
