@@ -51,8 +51,13 @@ PROGRESS = gr.Progress()
 DEFAULT_TOP_K = 20
 
 
-def _one_line(error: BaseException) -> str:
-    return f"**error:** {' '.join(str(error).split()) or type(error).__name__}"
+def _one_line(error: BaseException | str, folder: Path | None = None) -> str:
+    """The error as one line of the status; the request's folder is left out of the file
+    names in it, so that a visitor reads the names of the files uploaded."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for where in (folder / "features", folder / "videos", folder) if folder is not None else ():
+        text = text.replace(f"{where}{os.sep}", "")
+    return f"**error:** {text}"
 
 
 def _feedback_name(name: str, model: torch.nn.Module) -> str:
@@ -131,19 +136,19 @@ def build_demo(
     def detect(
         videos: Callable[[Path], DemoVideos], threshold: float, top_k: float, nms_method: str, progress: gr.Progress
     ) -> tuple[Any, ...]:
+        folder = request_folder()
         try:
             settings = detection_processor(processor, threshold=threshold, top_k=top_k, nms_method=nms_method)
-            folder = request_folder()
             result = run_detection(
                 model, settings, videos(folder), folder / "detections.json", batch_size=batch_size,
                 progress=lambda fraction, text: progress(fraction, desc=text),
             )  # fmt: skip
         except USER_ERRORS as error:
-            return None, _one_line(error), gr.update(choices=[], value=None), "", _table([]), None
+            return None, _one_line(error, folder), gr.update(choices=[], value=None), "", _table([]), None
         first = next(iter(result.detections))
         timeline, table = _video_view(result, first)
         choices = gr.update(choices=list(result.detections), value=first)
-        return result, _summary(result), choices, timeline, table, str(result.submission)
+        return result, _summary(result, folder), choices, timeline, table, str(result.submission)
 
     def from_files(files, feature_fps, annotations, threshold, top_k, nms_method, progress=PROGRESS):
         def videos(folder: Path) -> DemoVideos:
@@ -288,13 +293,13 @@ def _video_view(result: DemoDetections, video_id: str) -> tuple[str, pd.DataFram
     return timeline_svg(detections, truth, duration), _table(detection_rows(detections))
 
 
-def _summary(result: DemoDetections) -> str:
+def _summary(result: DemoDetections, folder: Path) -> str:
     counts = {video_id: len(found["scores"]) for video_id, found in result.detections.items()}
     lines = [
         f"**{sum(counts.values())} detections** in {len(counts)} video(s): "
         + ", ".join(f"{video_id} {count}" for video_id, count in counts.items())
     ]
-    lines += [f"**error:** {message}" for message in result.failures.values()]
+    lines += [_one_line(message, folder) for message in result.failures.values()]
     if result.failures:
         lines.append(f"{len(result.failures)} video(s) could not be used (listed above); the others are shown")
     return "\n\n".join(lines)
