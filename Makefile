@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet $(TORCH_CPU); fi
-	$(PY) -m pip install --quiet -e ".[dev,plot,export]"
+	$(PY) -m pip install --quiet -e ".[dev,plot,export,app]"
 	touch $@
 
 setup: $(VENV)/.installed

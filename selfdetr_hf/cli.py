@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub.errors import StrictDataclassError
 
+from .app.commands import add_app_arguments, run_app
 from .command_options import (
     add_feature_arguments,
     add_overwrite_argument,
@@ -38,20 +39,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from .model_loading import load_model
-    from .processing_self_detr import SelfDetrProcessor
+    from .model_loading import load_model, load_processor
 
-    model = load_model(args.model, device=args.device)
-    try:
-        processor = SelfDetrProcessor.from_pretrained(args.model)
-    except OSError:
-        print(
-            f"selfdetr: {args.model} has no preprocessor_config.json; using the THUMOS14 windowing and "
-            "post-processing (save the processor next to the model to choose others)",
-            file=sys.stderr,
-        )
-        processor = SelfDetrProcessor.thumos14()
-    return model, processor
+    return load_model(args.model, device=args.device), load_processor(args.model)
 
 
 def _add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -338,6 +328,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "export": ("export a saved model for deployment (torch.export or ONNX)", _add_export_arguments, _run_export),
     "score": ("score an ActivityNet submission (mAP, ActivityNet protocol)", add_score_arguments, run_score),
     "diagnose": ("attention diversity per layer and attention plots", add_diagnose_arguments, run_diagnose),
+    "app": ("web demo: detections and attention maps in the browser (app extra)", add_app_arguments, run_app),
 }
 
 

@@ -77,6 +77,10 @@ class DetectionReport:
     short_videos: list[str] = dataclasses.field(default_factory=list)
 
 
+WindowProgress = Callable[[int, int], None]
+"""Called with (windows done, windows in all) of one video."""
+
+
 class VideoTiming(NamedTuple):
     """How a video's feature steps map to seconds."""
 
@@ -89,9 +93,12 @@ class VideoTiming(NamedTuple):
 @torch.no_grad()
 def detect_video(
     model: torch.nn.Module, processor: SelfDetrProcessor, features: np.ndarray, video_id: str, timing: VideoTiming,
-    *, batch_size: int = 16,
+    *, batch_size: int = 16, on_windows: WindowProgress | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Detections of one video's checked ``(T, C)`` features, in seconds (only its windows are held).
+
+    ``on_windows(done, total)`` is called after each forward pass with the video's windows
+    done so far and their number.
 
     Returns:
         ``{"video_id", "segments", "scores", "labels", "label_names"}`` as
@@ -114,6 +121,8 @@ def detect_video(
         )
         logits.append(outputs.logits.float().cpu())
         segments.append(outputs.pred_segments.float().cpu())
+        if on_windows is not None:
+            on_windows(min(start + batch_size, len(inputs["input_features"])), len(inputs["input_features"]))
     predictions = {"logits": torch.cat(logits), "pred_segments": torch.cat(segments)}
     found = processor.post_process_action_detection(predictions, inputs["window_metadata"], id2label=model.config.id2label)
     return found[0]
@@ -128,6 +137,7 @@ def iter_detections(
     *,
     batch_size: int = 16,
     report: DetectionReport | None = None,
+    on_windows: Callable[[str], WindowProgress] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Detections video by video: each video is read, checked and detected, then dropped.
 
@@ -140,6 +150,7 @@ def iter_detections(
         report: when given, videos much shorter than a window are listed in it, and (unless
             ``report.strict``) a video that cannot be used (unreadable, wrong shape, NaN, no
             timing) is recorded in ``report.failures`` and skipped; else its error is raised.
+        on_windows: the video id -> the ``on_windows`` progress callback of `detect_video`.
 
     Yields:
         ``(video_id, detections)`` as `detect_video` returns.
@@ -152,7 +163,7 @@ def iter_detections(
                 report.short_videos.append(video_id)
             found = detect_video(
                 model, processor, array, video_id, timing(video_id) if callable(timing) else timing,
-                batch_size=batch_size,
+                batch_size=batch_size, on_windows=None if on_windows is None else on_windows(video_id),
             )  # fmt: skip
         except (ValueError, OSError) as error:
             if report is None or report.strict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,22 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", 
     return model.to(resolved).eval()
 
 
+def load_processor(name_or_path: str | Path):
+    """The `SelfDetrProcessor` saved with a model; without one, the THUMOS14 processor and a
+    warning saying so."""
+    from .processing_self_detr import SelfDetrProcessor
+
+    try:
+        return SelfDetrProcessor.from_pretrained(name_or_path)
+    except OSError:
+        warnings.warn(
+            f"{name_or_path} has no preprocessor_config.json; using the THUMOS14 windowing and post-processing "
+            "(save the processor next to the model to choose others)",
+            stacklevel=2,
+        )
+        return SelfDetrProcessor.thumos14()
+
+
 def _local_path(name: str) -> bool:
     """Whether ``name`` can only be a local path, not a Hub id (``org/name`` or ``name``):
     it starts with ``.``, ``/`` or ``~``, has several ``/``, or its folder exists here
@@ -109,4 +126,4 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-__all__ = ["check_model_folder", "load_model", "resolve_device"]
+__all__ = ["check_model_folder", "load_model", "load_processor", "resolve_device"]

@@ -14,8 +14,13 @@ from transformers.testing_utils import HfDocTestParser
 import selfdetr_hf
 
 PACKAGE_DIR = Path(selfdetr_hf.__file__).parent
-OPTIONAL_MODULES = {"selfdetr_hf.evaluation.plots": ("matplotlib", "plot")}  # module: (what it imports, extra)
-OPTIONAL_PACKAGES = ("matplotlib", "av", "tensorboard")  # the plot, video and tensorboard extras
+OPTIONAL_MODULES = {  # module: (what it imports, extra)
+    "selfdetr_hf.evaluation.plots": ("matplotlib", "plot"),
+    "selfdetr_hf.app.attention": ("matplotlib", "app"),
+    "selfdetr_hf.app.views": ("matplotlib", "app"),
+    "selfdetr_hf.app.demo": ("gradio", "app"),
+}
+OPTIONAL_PACKAGES = ("matplotlib", "av", "tensorboard", "gradio")  # the plot, video, tensorboard and app extras
 
 
 def package_modules() -> list[str]:

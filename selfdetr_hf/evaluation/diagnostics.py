@@ -118,7 +118,9 @@ def model_attention_diversity(
     }
 
 
-def _feedback_description(config: Any) -> str:
+def feedback_description(config: Any) -> str:
+    """Which self-feedback a model was trained with: ``with self-feedback``, ``encoder feedback
+    only``, ``decoder feedback only`` or ``without self-feedback``."""
     switches = [name for name in ("encoder_feedback", "decoder_feedback") if getattr(config, name, False)]
     if len(switches) == 2:
         return "with self-feedback"
@@ -186,7 +188,7 @@ def diagnose(
         videos = read_features(folder, video_ids, feature_dim=model.config.feature_dim)
         report["videos"] = list(videos)
         diversity = model_attention_diversity(model, videos, window_size)
-        description = _feedback_description(model.config)
+        description = feedback_description(model.config)
         report["models"][key] = {
             "path": str(directory),
             "self_feedback": description,

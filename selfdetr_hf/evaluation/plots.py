@@ -7,6 +7,7 @@ global state, so it runs headless and inside other programs. Needs the ``plot`` 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .detection_map import ground_truth_arrays, to_video_detections
+from .detection_map import VideoDetections, ground_truth_arrays, to_video_detections
 from .diversity import LayerDiversity
 
 ATTENTION_TITLES = {
@@ -25,6 +26,8 @@ ATTENTION_TITLES = {
     "decoder": "decoder self-attention",
     "cross": "cross-attention",
 }
+TIMELINE_PALETTE = "plasma"
+"""Colour map of detection scores on timelines."""
 AXIS_LABELS = {
     "encoder": ("key step", "query step"),
     "decoder": ("key query", "query"),
@@ -101,6 +104,64 @@ def plot_layer_diversity(
     return _save(figure, path)
 
 
+@dataclass(frozen=True)
+class TimelineLayout:
+    """What a detection timeline of one video draws, whatever renders it.
+
+    Attributes:
+        truth_segments: ``(n, 2)`` ground-truth (start, end) seconds.
+        truth_labels: ``n`` ground-truth class labels.
+        detections: the video's detections (all of them).
+        shown: indices into ``detections`` of the drawn ones, best score first.
+        rows: class label -> row index (ground-truth classes first, then detected ones).
+        end: the end of the time axis in seconds.
+        score_norm: the drawn scores' range mapped onto [0, 1] for `TIMELINE_PALETTE`.
+    """
+
+    truth_segments: np.ndarray
+    truth_labels: list[Hashable]
+    detections: VideoDetections
+    shown: np.ndarray
+    rows: dict[Hashable, int]
+    end: float
+    score_norm: Normalize
+
+    def colour(self, score: float) -> tuple[float, float, float, float]:
+        """The RGBA colour of a detection scoring ``score``."""
+        return colormaps[TIMELINE_PALETTE](self.score_norm(score))
+
+
+def timeline_layout(
+    ground_truth: Any, detections: Any, *, duration: float | None = None, top_k: int = 20
+) -> TimelineLayout:
+    """Rows, drawn detections, time axis and score colours of a detection timeline.
+
+    Args:
+        ground_truth: record with ``segments`` ``(n, 2)`` seconds and ``labels`` (attributes
+            or mapping keys), e.g. a `selfdetr_hf.data.VideoAnnotation`.
+        detections: the video's detections in any form `evaluate_detections` accepts.
+        duration: the video length in seconds (end of the time axis); when None, the
+            latest segment end.
+        top_k: how many detections to draw (the best ones).
+    """
+    truth_segments, truth_labels = ground_truth_arrays("plotted", ground_truth)
+    found = to_video_detections("plotted", detections)
+    shown = np.argsort(-found.scores, kind="stable")[:top_k]
+    classes: list[Hashable] = list(dict.fromkeys(truth_labels + [found.labels[i] for i in shown]))
+    scores = found.scores[shown]
+    low, high = (float(scores.min()), float(scores.max())) if len(shown) else (0.0, 1.0)
+    ends = [*truth_segments[:, 1].tolist(), *found.segments[shown, 1].tolist()]
+    return TimelineLayout(
+        truth_segments=truth_segments,
+        truth_labels=truth_labels,
+        detections=found,
+        shown=shown,
+        rows={label: index for index, label in enumerate(classes)},
+        end=duration or max(ends, default=0.0) or 1.0,
+        score_norm=Normalize(vmin=low, vmax=high if high > low else low + 1e-6),
+    )
+
+
 def plot_detection_timeline(
     ground_truth: Any,
     detections: Any,
@@ -117,42 +178,29 @@ def plot_detection_timeline(
     coloured by score.
 
     Args:
-        ground_truth: record with ``segments`` ``(n, 2)`` seconds and ``labels`` (attributes
-            or mapping keys), e.g. a `selfdetr_hf.data.VideoAnnotation`.
-        detections: the video's detections in any form `evaluate_detections` accepts.
+        ground_truth / detections / duration / top_k: as `timeline_layout`.
         path: the PNG file to write.
-        duration: the video length in seconds (end of the time axis); when None, the
-            latest segment end.
-        top_k: how many detections to draw.
         title: figure title.
     """
-    truth_segments, truth_labels = ground_truth_arrays("plotted", ground_truth)
-    found = to_video_detections("plotted", detections)
-    shown = np.argsort(-found.scores, kind="stable")[:top_k]
-    classes: list[Hashable] = list(dict.fromkeys(truth_labels + [found.labels[i] for i in shown]))
-    row = {label: index for index, label in enumerate(classes)}
-    scores = found.scores[shown]
-    low, high = (float(scores.min()), float(scores.max())) if len(shown) else (0.0, 1.0)
-    normalise = Normalize(vmin=low, vmax=high if high > low else low + 1e-6)
-    palette = colormaps["plasma"]
-
-    figure = Figure(figsize=(11, 1.2 + 0.6 * max(len(classes), 1)), layout="constrained")
+    layout = timeline_layout(ground_truth, detections, duration=duration, top_k=top_k)
+    found, shown, row = layout.detections, layout.shown, layout.rows
+    figure = Figure(figsize=(11, 1.2 + 0.6 * max(len(row), 1)), layout="constrained")
     ax = figure.subplots()
-    for (start, end), label in zip(truth_segments, truth_labels):
+    for (start, end), label in zip(layout.truth_segments, layout.truth_labels):
         ax.broken_barh([(start, end - start)], (row[label] - 0.4, 0.38), color="0.15")
     for index in shown[::-1]:  # the best detections drawn last, on top
         start, end = found.segments[index]
         ax.broken_barh(
             [(start, end - start)],
             (row[found.labels[index]] + 0.02, 0.38),
-            color=palette(normalise(found.scores[index])),
+            color=layout.colour(found.scores[index]),
             alpha=0.85,
         )
-    ends = [*truth_segments[:, 1].tolist(), *found.segments[shown, 1].tolist()]
-    ax.set_xlim(0, duration or max(ends, default=0.0) or 1.0)
-    ax.set_yticks(range(len(classes)), [str(label) for label in classes])
-    ax.set_ylim(len(classes) - 0.5, -0.5)
+    ax.set_xlim(0, layout.end)
+    ax.set_yticks(range(len(row)), [str(label) for label in row])
+    ax.set_ylim(len(row) - 0.5, -0.5)
     ax.set_xlabel("time (s)")
-    figure.colorbar(ScalarMappable(norm=normalise, cmap=palette), ax=ax, label=f"score (top {len(shown)})")
+    colour_bar = ScalarMappable(norm=layout.score_norm, cmap=colormaps[TIMELINE_PALETTE])
+    figure.colorbar(colour_bar, ax=ax, label=f"score (top {len(shown)})")
     ax.set_title(title or "ground truth (dark, upper half of a row) and detections (coloured, lower half)")
     return _save(figure, path)

@@ -76,3 +76,21 @@ def test_a_backbone_of_another_feature_size_is_refused(video_folder, tiny_backbo
     detector.config.feature_dim = 64
     with pytest.raises(ValueError, match="32-d features; the model expects 64-d"):
         detect_videos(detector, SelfDetrProcessor.thumos14(), video_folder, backbone=tiny_backbone, progress=False)
+
+
+def test_the_web_demo_detects_on_uploaded_videos_as_detect_videos_does(
+    video_folder, bad_videos, tiny_backbone, detector, tmp_path
+):
+    from selfdetr_hf.app.detection import run_detection
+    from selfdetr_hf.app.inputs import uploaded_videos
+
+    backbone = VideoBackbone.from_pretrained(tiny_backbone)
+    processor = SelfDetrProcessor.thumos14()
+    uploads = [*sorted(video_folder.iterdir()), bad_videos["junk"]]
+    with pytest.warns(UserWarning, match="skipped 1 of 3 videos that could not be read: junk"):
+        videos = uploaded_videos(uploads, tmp_path / "request", backbone, clip_len=16, stride=4, max_mb=1)
+    result = run_detection(detector, processor, videos, tmp_path / "detections.json")
+    expected = detect_videos(detector, processor, video_folder, backbone=backbone, progress=False)
+    assert list(result.detections) == ["kitchen_01", "kitchen_02"] and list(result.failures) == ["junk"]
+    for video_id, found in expected.items():
+        np.testing.assert_allclose(result.detections[video_id]["scores"], found["scores"])
