@@ -28,8 +28,8 @@ import torch
 
 from selfdetr_hf import SelfDetrConfig, SelfDetrForActionDetection, SelfDetrProcessor
 from selfdetr_hf.data import load_annotations
-from selfdetr_hf.data.windows import sliding_windows
 from selfdetr_hf.export import SelfDetrDetectionGraph, export_detector, load_exported
+from selfdetr_hf.windows import sliding_windows
 
 STEPS = 128
 FEATURE_STRIDE = 4  # video frames per I3D feature step

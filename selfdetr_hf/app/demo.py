@@ -27,8 +27,8 @@ import pandas as pd
 from huggingface_hub.errors import StrictDataclassError
 
 from ..data.dataset import open_features
-from ..data.features import EXTENSIONS
 from ..evaluation.diagnostics import DEFAULT_WINDOW_SIZE, feedback_description
+from ..feature_files import EXTENSIONS
 from ..inference import check_video_features
 from ..model_loading import load_model, load_processor
 from ..processing_self_detr import NMS_METHODS, SelfDetrProcessor

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data import FeatureFolder, VideoAnnotation, load_annotations, make_synthetic_videos
 from ..data.dataset import FeatureSource
-from ..data.features import EXTENSIONS
+from ..feature_files import EXTENSIONS
 from ..features.metadata import metadata_path
 from ..inference import VideoTiming
 
