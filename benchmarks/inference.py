@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=20, help="timed calls per runtime and batch size")
     parser.add_argument("--batch-sizes", default="1,16")
-    parser.add_argument("--annotations", type=Path, default=THUMOS14, help="THUMOS14 annotations (for windows per video)")
+    parser.add_argument(
+        "--annotations", type=Path, default=THUMOS14, help="THUMOS14 annotations (for windows per video)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]

@@ -195,10 +195,13 @@ def main() -> None:
         columns = {"eager": profile_step(*models["with feedback"], features, labels)}
         if not args.no_compile:
             columns["compiled"] = profile_step(*models["compiled"], features, labels)
-        print("where a step with feedback goes, ms per step (torch.profiler, 3 steps; regions include their operators):")
+        print(
+            "where a step with feedback goes, ms per step (torch.profiler, 3 steps; regions include their operators):"
+        )
         print(f"  {'':34s}" + "".join(f"{name:>10s}" for name in columns))
         for row in columns["eager"]:
             print(f"  {row:34s}" + "".join(f"{column[row]:10.1f}" for column in columns.values()))
+
 
 if __name__ == "__main__":
     main()

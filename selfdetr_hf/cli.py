@@ -195,7 +195,9 @@ def _parse_id2label(args: argparse.Namespace) -> dict[int, str] | None:
     if isinstance(names, list):
         return dict(enumerate(names))
     if not isinstance(names, dict) or not all(str(key).isdigit() for key in names):
-        raise ValueError(f"--id2label: expected a list of names or an {{id: name}} object with ids 0, 1, ...; got {text}")
+        raise ValueError(
+            f"--id2label: expected a list of names or an {{id: name}} object with ids 0, 1, ...; got {text}"
+        )
     return {int(key): name for key, name in names.items()}
 
 
@@ -217,7 +219,9 @@ def _run_convert(args: argparse.Namespace) -> int:
         )
     id2label = _parse_id2label(args)
     checkpoint = load_original_checkpoint(args.checkpoint)
-    model = convert_original_checkpoint(checkpoint, args.output_dir, id2label=id2label, num_attention_heads=args.num_heads)
+    model = convert_original_checkpoint(
+        checkpoint, args.output_dir, id2label=id2label, num_attention_heads=args.num_heads
+    )
     config = model.config
     print(
         f"converted {args.checkpoint} -> {args.output_dir}: {config.encoder_layers} encoder / "
@@ -319,8 +323,16 @@ def _run_export(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": ("train, evaluate, save, reload and detect on the built-in synthetic data", add_demo_arguments, run_demo),
-    "train": ("train with Accelerate (the paper's recipes; DDP with accelerate launch)", add_train_arguments, run_train),
-    "evaluate": ("mAP of a model on annotated features, and its submission file", _add_evaluate_arguments, _run_evaluate),
+    "train": (
+        "train with Accelerate (the paper's recipes; DDP with accelerate launch)",
+        add_train_arguments,
+        run_train,
+    ),
+    "evaluate": (
+        "mAP of a model on annotated features, and its submission file",
+        _add_evaluate_arguments,
+        _run_evaluate,
+    ),
     "extract-features": ("features of videos from a transformers video model", add_extract_arguments, run_extract),
     "detect": ("detections in seconds for feature files or videos (JSON or CSV)", _add_detect_arguments, _run_detect),
     "convert": ("convert an original Self-DETR checkpoint", _add_convert_arguments, _run_convert),

@@ -22,7 +22,9 @@ def _finite_number(text: str, *, zero_allowed: bool) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (0 <= value if zero_allowed else 0 < value) or not value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a {'finite number >= 0' if zero_allowed else 'positive number'}, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"must be a {'finite number >= 0' if zero_allowed else 'positive number'}, got {text}"
+        )
     return value
 
 

@@ -70,9 +70,7 @@ def check_onnx_extra() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ValueError(
-            f"--format onnx needs {', '.join(missing)} (not installed): pip install 'selfdetr-hf[export]'"
-        )
+        raise ValueError(f"--format onnx needs {', '.join(missing)} (not installed): pip install 'selfdetr-hf[export]'")
 
 
 def padded_inputs(feature_dim: int, batch: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +157,8 @@ def difference_to_eager(model: nn.Module, run: Runner, batch: int, steps: int) -
         expected = SelfDetrDetectionGraph(model)(features, attention_mask)
     found = run(features.numpy(), attention_mask.numpy())
     return {
-        name: float(np.abs(value - reference.numpy()).max()) for name, value, reference in zip(OUTPUT_NAMES, found, expected)
+        name: float(np.abs(value - reference.numpy()).max())
+        for name, value, reference in zip(OUTPUT_NAMES, found, expected)
     }
 
 
@@ -227,7 +226,9 @@ def export_detector(
         difference = difference_to_eager(model, load_exported(partial, format), *CHECK_SHAPE)
         if max(difference.values()) > TOLERANCE:
             found = ", ".join(f"{name} {value:.2g}" for name, value in difference.items())
-            raise ValueError(f"the exported model differs from the eager model ({found} > {TOLERANCE}); nothing written")
+            raise ValueError(
+                f"the exported model differs from the eager model ({found} > {TOLERANCE}); nothing written"
+            )
         metadata = staging / metadata_path(output).name
         metadata.write_text(json.dumps(export_metadata(model, output, format, processor, difference), indent=2))
         os.replace(metadata, metadata_path(output))

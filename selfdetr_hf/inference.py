@@ -124,7 +124,9 @@ def detect_video(
         if on_windows is not None:
             on_windows(min(start + batch_size, len(inputs["input_features"])), len(inputs["input_features"]))
     predictions = {"logits": torch.cat(logits), "pred_segments": torch.cat(segments)}
-    found = processor.post_process_action_detection(predictions, inputs["window_metadata"], id2label=model.config.id2label)
+    found = processor.post_process_action_detection(
+        predictions, inputs["window_metadata"], id2label=model.config.id2label
+    )
     return found[0]
 
 

@@ -119,9 +119,7 @@ class SelfDetrLoss:
         one_hot = torch.zeros_like(logits)  # (B, Nq, K)
         one_hot[batch_index, query_index, matched_classes] = 1.0
         matched_predictions = pred_segments[batch_index, query_index]  # (n, 2)
-        tiou = paired_segment_iou(
-            segment_cw_to_se(matched_predictions), segment_cw_to_se(matched_targets), TIOU_EPS
-        )
+        tiou = paired_segment_iou(segment_cw_to_se(matched_predictions), segment_cw_to_se(matched_targets), TIOU_EPS)
         return {
             "loss_focal": sigmoid_focal_loss(
                 logits, one_hot, num_segments, self.config.focal_alpha, self.config.focal_gamma

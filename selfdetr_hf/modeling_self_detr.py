@@ -545,9 +545,7 @@ class SelfDetrDecoder(nn.Module):
                 center_sine = center_sine * self.query_scale(hidden).float()
             width_modulation = self.ref_anchor_head(hidden).float().sigmoid() / reference[..., 1:]  # (B, Nq, 1)
             query_sine = (center_sine * width_modulation).to(memory.dtype)
-            hidden, self_map, cross_map = layer(
-                hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights
-            )
+            hidden, self_map, cross_map = layer(hidden, query_pos, query_sine, memory, memory_pos, valid, need_weights)
             self_maps += (self_map,)
             cross_maps += (cross_map,)
             intermediate.append(self.layernorm(hidden))
@@ -745,7 +743,9 @@ class SelfDetrModel(SelfDetrPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         valid = _check_inputs(input_features, attention_mask, self.config.feature_dim)
-        key_valid = None if attention_mask is None else valid  # a given mask is always applied: no data-dependent branch
+        key_valid = (
+            None if attention_mask is None else valid
+        )  # a given mask is always applied: no data-dependent branch
         need_weights = bool(output_attentions)
 
         features = input_features.to(self.dtype)  # float32 features from the processor into a bfloat16 model

@@ -207,7 +207,11 @@ def test_cli_convert_refuses_a_folder_holding_a_model_unless_asked_to_overwrite(
 
     assert main(["convert", str(fixture_dir / "checkpoint.pth"), str(out), "--overwrite"]) == 0
     written = {p.name for p in out.iterdir()} - {"config.json", "model.safetensors", "notes.txt"}
-    assert sorted(p.name for p in out.iterdir() if p.suffix != ".py") == ["config.json", "model.safetensors", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".py") == [
+        "config.json",
+        "model.safetensors",
+        "notes.txt",
+    ]
     assert written and written <= set(SAVED_CODE_FILES)  # the model's code, for remote code
     assert SelfDetrForActionDetection.from_pretrained(out).config.num_queries == 10
 

@@ -70,7 +70,9 @@ def test_export_writes_the_file_and_its_metadata_and_nothing_else(exported, save
     metadata = json.loads(metadata_path(output).read_text())
     assert metadata["format"] == format and metadata["file"] == output.name
     assert metadata["id2label"] == {"0": "jump", "1": "throw"}
-    assert SelfDetrProcessor(**metadata["processor"]).to_dict() == SelfDetrProcessor.from_pretrained(saved_model).to_dict()
+    assert (
+        SelfDetrProcessor(**metadata["processor"]).to_dict() == SelfDetrProcessor.from_pretrained(saved_model).to_dict()
+    )
     assert max(metadata["max_difference_to_eager"].values()) <= 1e-4
 
 
@@ -124,7 +126,9 @@ def test_a_missing_or_foreign_model_folder_is_one_line(tmp_path, folder):
 
 
 def test_onnx_without_the_export_extra_names_the_install_command(saved_model, tmp_path):
-    finished = run_export(str(saved_model), str(tmp_path / "detector.onnx"), "--format", "onnx", blocked_module="onnxscript")
+    finished = run_export(
+        str(saved_model), str(tmp_path / "detector.onnx"), "--format", "onnx", blocked_module="onnxscript"
+    )
     assert finished.returncode == 2
     assert finished.stderr.strip().splitlines() == [
         "selfdetr export: error: --format onnx needs onnxscript (not installed): pip install 'selfdetr-hf[export]'"

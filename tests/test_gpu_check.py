@@ -16,7 +16,9 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 ANNOTATIONS = ROOT.parent / "shared" / "data" / "thumos14" / "thumos14.json"
 # torch.compile's tracing alone takes longer than this whole file should; the compile
 # section is the training step's code with a dynamo backend, rehearsed by `--dry-run` itself.
-REHEARSED = "environment,train_fp32,train_bf16,train_fp16,scale,fused_attention,device_checks,inference,feature_extraction"
+REHEARSED = (
+    "environment,train_fp32,train_bf16,train_fp16,scale,fused_attention,device_checks,inference,feature_extraction"
+)
 
 
 @pytest.fixture(scope="module")

@@ -465,7 +465,10 @@ def test_trainer_divides_the_loss_by_the_accumulation_steps(tiny_config, tmp_pat
     )  # fmt: skip
 
     def collate(rows):
-        return {"input_features": torch.stack([r["input_features"] for r in rows]), "labels": [r["labels"] for r in rows]}
+        return {
+            "input_features": torch.stack([r["input_features"] for r in rows]),
+            "labels": [r["labels"] for r in rows],
+        }
 
     trainer = Trainer(model=model, args=args, train_dataset=[window] * 4, data_collator=collate)
     assert trainer.model_accepts_loss_kwargs is False
@@ -481,7 +484,11 @@ def test_loss_function_and_dummy_inputs_belong_to_this_model(tiny_config):
     assert outputs.logits.shape == (2, 8, 3)
     maps = {name: outputs[name] for name in ("encoder_attentions", "decoder_attentions", "cross_attentions")}
     loss, loss_dict = SelfDetrModel(tiny_config).loss_function(
-        outputs.logits, outputs.pred_segments, make_labels(), **maps, attention_mask=model.dummy_inputs["attention_mask"]
+        outputs.logits,
+        outputs.pred_segments,
+        make_labels(),
+        **maps,
+        attention_mask=model.dummy_inputs["attention_mask"],
     )
     expected = model(**model.dummy_inputs, labels=make_labels())
     torch.testing.assert_close(loss, model.criterion.weighted_sum(loss_dict))

@@ -37,7 +37,6 @@ def test_inverse_sigmoid_inverts_sigmoid_inside_the_clamp():
     assert torch.allclose(inverse_sigmoid(x.sigmoid()), x, atol=1e-4)
 
 
-
 def test_tiou_epsilon_is_added_to_the_union():
     segments = torch.tensor([[0.0, 1e-6], [0.5, 0.5 + 1e-6]])  # an epsilon of 1e-7 is 10% of these unions
     expected = torch.tensor([1e-6 / (1e-6 + 1e-7), 0.0])

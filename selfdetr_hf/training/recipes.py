@@ -66,9 +66,7 @@ RECIPES = {
     # AdamW 2e-4, batch 16, 120 epochs, x0.1 at 80 and 100, clip 0.1, seed 42
     "thumos14": TrainingRecipe(learning_rate=2e-4, epochs=120, schedule="step", lr_drop_epochs=(80, 100)),
     # AdamW 1e-4, batch 16, 20 epochs with 5 of warm-up then cosine, clip 0.1, EMA 0.999
-    "activitynet": TrainingRecipe(
-        learning_rate=1e-4, epochs=20, schedule="cosine", warmup_epochs=5, ema_decay=0.999
-    ),
+    "activitynet": TrainingRecipe(learning_rate=1e-4, epochs=20, schedule="cosine", warmup_epochs=5, ema_decay=0.999),
 }
 
 

@@ -1,6 +1,6 @@
 """Trains a tiny Self-DETR on synthetic windows; run under `accelerate launch` by the tests.
 
-    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ddp_worker.py OUTPUT_DIR
+ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ddp_worker.py OUTPUT_DIR
 """
 
 import json
