@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from selfdetr_hf import SelfDetrForActionDetection
@@ -66,31 +67,25 @@ def test_train_accelerate_script_trains_in_bf16_and_writes_a_card(tmp_path):
     assert SelfDetrForActionDetection.from_pretrained(tmp_path).config.num_queries == 6
 
 
-def test_train_accelerate_script_refuses_a_used_folder_in_one_line(tmp_path):
-    (tmp_path / "run.json").write_text("{}")
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
-    command = [sys.executable, str(EXAMPLES / "train_accelerate.py"), "--synthetic", "--output-dir", str(tmp_path)]
+@pytest.mark.parametrize(
+    ("script", "program", "files"),
+    [
+        ("train_accelerate.py", "selfdetr train", ("model.safetensors", "run.json")),
+        ("finetune_trainer.py", "finetune_trainer.py", ("config.json", "model.safetensors")),
+    ],
+)
+def test_example_refuses_a_used_folder_in_one_line_and_keeps_it(tmp_path, script, program, files):
+    for name in files:
+        (tmp_path / name).write_bytes(b"made by the user")
+    command = [sys.executable, str(EXAMPLES / script), "--synthetic", "--output-dir", str(tmp_path)]
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"selfdetr train: error: {tmp_path} already holds a training run (model.safetensors, run.json): "
+        f"{program}: error: {tmp_path} already holds a training run ({', '.join(files)}): "
         + "continue it with --resume, or delete it and start afresh with --overwrite"
     ]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.safetensors", "run.json"]
-    assert (tmp_path / "model.safetensors").read_bytes() == b"weights"
-
-
-def test_finetune_trainer_refuses_a_folder_holding_a_model_in_one_line(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
-    command = [sys.executable, str(EXAMPLES / "finetune_trainer.py"), "--synthetic", "--output-dir", str(tmp_path)]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"finetune_trainer.py: error: {tmp_path} already holds a training run (config.json, model.safetensors): "
-        + "continue it with --resume, or delete it and start afresh with --overwrite"
-    ]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == list(files)
+    assert all((tmp_path / name).read_bytes() == b"made by the user" for name in files)
 
 
 def test_finetune_trainer_overwrites_only_its_run_and_resumes_from_its_checkpoint(tmp_path, make_small_config):
